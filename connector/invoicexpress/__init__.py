@@ -1,0 +1,1 @@
+"""Everything that speaks InvoiceXpress: the HTTP client, request schemas, totals and the sandbox."""

@@ -1,0 +1,68 @@
+"""The platform-neutral order: what every shop payload is loaded into before invoicing. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class Address:
+    """A postal address as the buyer typed it; `country_code` is ISO 3166-1 alpha-2."""
+
+    line1: str = ""
+    line2: str = ""
+    city: str = ""
+    postal_code: str = ""
+    country_code: str = ""
+
+
+@dataclass(frozen=True)
+class Customer:
+    """The buyer. `key` is stable across orders of the same buyer (the IX client code)."""
+
+    key: str
+    name: str
+    email: str | None = None
+    company: str | None = None
+    address: Address = field(default_factory=Address)
+    # Raw tax number as the buyer typed it (validated later, never logged).
+    tax_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One invoiced line: a product, shipping, a fee or a tip.
+
+    `unit_price` is what the shop shows per unit: gross (tax included) when the order's
+    `taxes_included` is true, net otherwise. `discount` is the total discount allocated to the
+    whole line, in the same basis as `unit_price`. `tax_rate` is a percentage (23 for 23 %).
+    """
+
+    key: str
+    description: str
+    unit_price: Decimal
+    quantity: Decimal
+    tax_rate: Decimal
+    discount: Decimal = Decimal("0")
+    kind: str = "product"  # product | shipping | fee | tip
+    # Set when the shop sent something we cannot map to one VAT rate (e.g. several tax lines).
+    tax_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Order:
+    """A paid (or not) order, in the shop's presentment currency, money as Decimal."""
+
+    platform: str
+    store: str
+    order_id: str
+    name: str  # what the shop owner and the customer call it, e.g. "#1001"
+    currency: str
+    taxes_included: bool
+    total: Decimal  # what the customer paid
+    financial_status: str
+    customer: Customer
+    lines: tuple[Line, ...]
+    test: bool = False
+    created_at: str | None = None  # ISO 8601 as sent by the shop

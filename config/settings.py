@@ -1,0 +1,124 @@
+"""Every setting the connector reads, parsed from the environment once, with one error listing every problem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+PLATFORM_SECRETS = {
+    "shopify": "SHOPIFY_WEBHOOK_SECRET",
+    "woocommerce": "WOOCOMMERCE_WEBHOOK_SECRET",
+    "stripe": "STRIPE_WEBHOOK_SECRET",
+}
+# Platforms whose intake exists today; a secret for another one is refused rather than ignored,
+# so nobody believes their WooCommerce store is connected when it is not.
+SUPPORTED_PLATFORMS = ("shopify",)
+
+# Rate (percent) → the IX account's tax name. IX's default PT account names; each account can differ.
+DEFAULT_TAX_NAMES = "23=IVA23,13=IVA13,6=IVA6,22=IVA22,12=IVA12,5=IVA5,16=IVA16,9=IVA9,4=IVA4"
+DEFAULT_TAX_ID_KEYS = "nif,nipc,contribuinte,vat,vat_number,vat number,tax_id,numero de contribuinte"
+
+
+class ConfigError(Exception):
+    """The environment cannot run the connector; the message lists every problem, one per line."""
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Parse the environment into Flask config keys, or raise ConfigError naming every problem."""
+    problems: list[str] = []
+    env = {key: value.strip() for key, value in environ.items()}
+
+    def required(name: str) -> str:
+        if not env.get(name):
+            problems.append(f"{name} is not set")
+        return env.get(name, "")
+
+    def number(name: str, default: float, minimum: float = 0) -> float:
+        raw = env.get(name) or str(default)
+        try:
+            value = float(raw)
+        except ValueError:
+            problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if value < minimum:
+            problems.append(f"{name} must be at least {minimum}, got {raw!r}")
+        return value
+
+    database_url = _database_url(required("DATABASE_URL"), problems)
+    redis_url = required("REDIS_URL")
+    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+
+    secrets = {platform: _split(env.get(var, "")) for platform, var in PLATFORM_SECRETS.items()}
+    for platform, values in secrets.items():
+        if values and platform not in SUPPORTED_PLATFORMS:
+            problems.append(f"{PLATFORM_SECRETS[platform]} is set, but {platform} is not supported yet")
+    enabled = [p for p in SUPPORTED_PLATFORMS if secrets[p]]
+    if not enabled:
+        names = " or ".join(PLATFORM_SECRETS[p] for p in SUPPORTED_PLATFORMS)
+        problems.append(f"no shop platform is enabled: set {names} (the webhook signing secret)")
+
+    api_key = required("INVOICEXPRESS_API_KEY")
+    account = env.get("INVOICEXPRESS_ACCOUNT", "")
+    base_url = env.get("INVOICEXPRESS_BASE_URL", "").rstrip("/")
+    if not base_url:
+        if account:
+            base_url = f"https://{account}.app.invoicexpress.com"
+        else:
+            problems.append("INVOICEXPRESS_ACCOUNT is not set (or set INVOICEXPRESS_BASE_URL)")
+    elif urlsplit(base_url).scheme not in ("http", "https"):
+        problems.append("INVOICEXPRESS_BASE_URL must be an http(s) URL")
+
+    tax_names = _tax_names(env.get("INVOICEXPRESS_TAX_NAMES") or DEFAULT_TAX_NAMES, problems)
+
+    config = {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": redis_url,
+        "WEBHOOK_SECRETS": {p: secrets[p] for p in enabled},
+        "INVOICEXPRESS_BASE_URL": base_url,
+        "INVOICEXPRESS_API_KEY": api_key,
+        "INVOICEXPRESS_CONNECT_TIMEOUT": number("INVOICEXPRESS_CONNECT_TIMEOUT", 5, 0.1),
+        "INVOICEXPRESS_READ_TIMEOUT": number("INVOICEXPRESS_READ_TIMEOUT", 30, 0.1),
+        "INVOICEXPRESS_TAX_NAMES": tax_names,
+        "TAX_ID_KEYS": tuple(k.lower() for k in _split(env.get("TAX_ID_KEYS") or DEFAULT_TAX_ID_KEYS)),
+        "MAX_CONTENT_LENGTH": int(number("MAX_WEBHOOK_BYTES", 2 * 1024 * 1024, 1024)),
+        "DOCUMENT_LEASE_SECONDS": number("DOCUMENT_LEASE_SECONDS", 90, 1),
+        "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 60, 1),
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+    }
+    if config["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    if problems:
+        raise ConfigError("The connector cannot start:\n" + "\n".join(f"- {p}" for p in problems))
+    return config
+
+
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _database_url(url: str, problems: list[str]) -> str:
+    # Heroku still hands out postgres://, a scheme SQLAlchemy 1.4+ refuses; we use psycopg 3.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if url and not url.startswith(("postgresql+", "sqlite:")):
+        problems.append("DATABASE_URL must be a postgres:// or sqlite:// URL")
+    return url
+
+
+def _tax_names(raw: str, problems: list[str]) -> dict[Decimal, str]:
+    names: dict[Decimal, str] = {}
+    for pair in _split(raw):
+        rate, _, name = pair.partition("=")
+        try:
+            names[Decimal(rate.strip()).normalize()] = name.strip()
+        except InvalidOperation:
+            problems.append(f"INVOICEXPRESS_TAX_NAMES: {pair!r} is not RATE=NAME")
+            continue
+        if not name.strip():
+            problems.append(f"INVOICEXPRESS_TAX_NAMES: {pair!r} has no tax name")
+    return names

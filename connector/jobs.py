@@ -1,0 +1,94 @@
+"""RQ entry points and how work is put on the queue. Jobs take ids only and stay thin."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from flask import current_app
+from redis.exceptions import RedisError
+from rq.job import Job, JobStatus
+
+from connector import invoicing
+from connector.extensions import db, get_queue
+from connector.models import Document, WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+JOB_TIMEOUT = 600  # four IX calls with their timeouts fit well inside
+# Jobs waiting in Redis: a document whose job is in one of these needs no help from the sweeper.
+WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+EVENT_GRACE = timedelta(seconds=30)
+
+
+def event_job_id(event_id: int) -> str:
+    return f"event-{event_id}"
+
+
+def enqueue_event(event_id: int) -> None:
+    """Queue the processing of a stored event; if Redis is away the sweeper will do it later."""
+    try:
+        get_queue().enqueue(process_event, event_id, job_id=event_job_id(event_id), job_timeout=JOB_TIMEOUT)
+    except RedisError:
+        logger.warning("event %s not queued: Redis unavailable, the sweeper will queue it", event_id)
+
+
+def enqueue_document(document: Document, delay: float = 0) -> None:
+    """Queue (or schedule) issuing a document; its row remembers the job so the sweeper can check on it."""
+    document.job_id = f"document-{document.id}-{uuid.uuid4().hex[:12]}"
+    db.session.commit()
+    queue = get_queue()
+    try:
+        if delay > 0:
+            queue.enqueue_in(timedelta(seconds=delay), issue_document, document.id, job_id=document.job_id,
+                             job_timeout=JOB_TIMEOUT)
+        else:
+            queue.enqueue(issue_document, document.id, job_id=document.job_id, job_timeout=JOB_TIMEOUT)
+    except RedisError:
+        logger.warning("document %s not queued: Redis unavailable, the sweeper will queue it", document.id)
+
+
+def is_waiting(job_id: str | None) -> bool:
+    """Whether the job is still in Redis waiting to run (a lost or finished job is not)."""
+    if not job_id:
+        return False
+    try:
+        return Job.fetch(job_id, connection=get_queue().connection).get_status() in WAITING
+    except Exception:  # NoSuchJobError, a job hash Redis evicted half-way, or Redis away
+        return False
+
+
+def process_event(event_id: int) -> None:
+    """Job: turn a stored paid-order event into its document row, then queue the document."""
+    try:
+        event = db.session.get(WebhookEvent, event_id)
+        if event is not None:
+            invoicing.process_event(event, enqueue=enqueue_document)
+    finally:
+        db.session.remove()
+
+
+def issue_document(document_id: int) -> str | None:
+    """Job: issue, finalize and e-mail one document, resuming from its last recovery point."""
+    try:
+        client = current_app.extensions["invoicexpress"]()
+        return invoicing.issue(document_id, client, schedule_retry=enqueue_document)
+    finally:
+        db.session.remove()
+
+
+def sweep() -> dict[str, int]:
+    """Job: queue again whatever lost its job (Redis flushed or away, a worker killed)."""
+    try:
+        events = [e for e in invoicing.stalled_events(EVENT_GRACE) if not is_waiting(event_job_id(e.id))]
+        for event in events:
+            enqueue_event(event.id)
+        documents = [d for d in invoicing.stalled_documents() if not is_waiting(d.job_id)]
+        for document in documents:
+            enqueue_document(document)
+        if events or documents:
+            logger.info("sweep queued %d events and %d documents again", len(events), len(documents))
+        return {"events": len(events), "documents": len(documents)}
+    finally:
+        db.session.remove()

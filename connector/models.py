@@ -1,0 +1,138 @@
+"""The records: the webhook inbox, stores, one document row per legal obligation and its timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from connector.extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Timezone-aware on PostgreSQL; SQLite keeps it as text and hands back naive values, which
+# `as_utc` below puts right.
+Timestamp = sa.DateTime(timezone=True)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class EventStatus:
+    RECEIVED = "received"  # stored, work not yet done
+    PROCESSED = "processed"  # its documents (if any) exist
+    IGNORED = "ignored"  # a topic we do not act on
+    FAILED = "failed"  # the payload cannot be read; see `note`
+
+    ALL = (RECEIVED, PROCESSED, IGNORED, FAILED)
+
+
+class DocumentState:
+    PENDING = "pending"
+    CREATED = "created"
+    FINALIZED = "finalized"
+    EMAILED = "emailed"
+    DONE = "done"
+    HELD = "held"  # needs a person: we will not issue it as it stands
+    FAILED = "failed"  # IX refused it for good
+
+    ALL = (PENDING, CREATED, FINALIZED, EMAILED, DONE, HELD, FAILED)
+    # States a worker still has to move forward.
+    OPEN = (PENDING, CREATED, FINALIZED, EMAILED)
+
+
+def _check_in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Store(db.Model):
+    __tablename__ = "stores"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    platform: so.Mapped[str] = so.mapped_column(sa.String(20))
+    domain: so.Mapped[str] = so.mapped_column(sa.String(255))
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+
+    __table_args__ = (sa.UniqueConstraint("platform", "domain", name="uq_stores_platform_domain"),)
+
+
+class WebhookEvent(db.Model):
+    """The inbox: every signed delivery, kept raw for replay; unique per platform event."""
+
+    __tablename__ = "webhook_events"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    store_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stores.id"))
+    platform: so.Mapped[str] = so.mapped_column(sa.String(20))
+    event_key: so.Mapped[str] = so.mapped_column(sa.String(255))
+    topic: so.Mapped[str] = so.mapped_column(sa.String(100))
+    body: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), default=EventStatus.RECEIVED)
+    note: so.Mapped[str | None] = so.mapped_column(sa.Text)  # why it owes nothing, or cannot be read
+    received_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    processed_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+
+    store: so.Mapped[Store] = so.relationship()
+
+    __table_args__ = (
+        sa.UniqueConstraint("platform", "store_id", "event_key", name="uq_webhook_events_event"),
+        sa.CheckConstraint(_check_in("status", EventStatus.ALL), name="status"),
+        sa.Index("ix_webhook_events_status", "status"),
+    )
+
+
+class Document(db.Model):
+    """One legal obligation (an invoice receipt for an order, a credit note for a refund)."""
+
+    __tablename__ = "documents"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    store_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stores.id"))
+    source_key: so.Mapped[str] = so.mapped_column(sa.String(255))  # e.g. order:5678:receipt
+    event_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("webhook_events.id"))
+    doc_type: so.Mapped[str] = so.mapped_column(sa.String(40))  # IX path segment: invoice_receipts
+    order_ref: so.Mapped[str] = so.mapped_column(sa.String(255))  # the shop's order name, e.g. #1001
+    state: so.Mapped[str] = so.mapped_column(sa.String(20), default=DocumentState.PENDING)
+    proprietary_uid: so.Mapped[str] = so.mapped_column(sa.String(255), unique=True)
+    total: so.Mapped[str | None] = so.mapped_column(sa.String(32))  # expected total, exact decimal text
+    currency: so.Mapped[str | None] = so.mapped_column(sa.String(3))
+    ix_id: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    sequence_number: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    atcud: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    permalink: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    locked_until: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    next_attempt_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    job_id: so.Mapped[str | None] = so.mapped_column(sa.String(100))  # the RQ job it waits on
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    updated_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+    store: so.Mapped[Store] = so.relationship()
+    event: so.Mapped[WebhookEvent] = so.relationship()
+
+    __table_args__ = (
+        sa.UniqueConstraint("store_id", "source_key", name="uq_documents_store_source"),
+        sa.CheckConstraint(_check_in("state", DocumentState.ALL), name="state"),
+        sa.Index("ix_documents_state", "state"),
+    )
+
+
+class DocumentEvent(db.Model):
+    """The append-only timeline of a document: attempts, IX calls, answers, decisions."""
+
+    __tablename__ = "document_events"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    document_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("documents.id"), index=True)
+    at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))  # attempt, ix_call, state, held, failed, retry
+    message: so.Mapped[str] = so.mapped_column(sa.Text)
+    status_code: so.Mapped[int | None] = so.mapped_column()

@@ -1,0 +1,94 @@
+"""Webhook intake: verify → store → commit → enqueue → reply. Never calls InvoiceXpress."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from connector import jobs
+from connector.extensions import db
+from connector.models import EventStatus, Store, WebhookEvent
+from connector.platforms import PLATFORMS
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__)
+
+
+def answer(status: int, outcome: str, **extra):
+    return jsonify(status=outcome, **extra), status
+
+
+@bp.post("/webhooks/<platform_name>")
+def receive(platform_name: str):
+    secrets = current_app.config["WEBHOOK_SECRETS"].get(platform_name)
+    platform = PLATFORMS.get(platform_name)
+    if platform is None or not secrets:
+        return answer(404, "unknown platform")
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return answer(413, "too large", limit=current_app.config["MAX_CONTENT_LENGTH"])
+    if not platform.verify(body, request.headers, secrets):
+        logger.warning("webhook refused: bad signature platform=%s", platform_name)
+        return answer(401, "invalid signature")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        payload = None
+    if not isinstance(payload, dict):
+        return answer(400, "unreadable body", error="the body is not a JSON object")
+
+    topic = platform.topic(request.headers)
+    domain = platform.store(request.headers) or "unknown"
+    # A platform always sends an event id; the hash keeps a hand-made redelivery idempotent too.
+    key = platform.event_key(request.headers) or "sha256:" + hashlib.sha256(topic.encode() + body).hexdigest()
+    status = EventStatus.RECEIVED if topic == platform.PAID_TOPIC else EventStatus.IGNORED
+
+    try:
+        store = find_or_create_store(platform_name, domain)
+        event = WebhookEvent(
+            store_id=store.id, platform=platform_name, event_key=key, topic=topic, body=body, status=status
+        )
+        db.session.add(event)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            logger.info("webhook duplicate platform=%s store=%s topic=%s", platform_name, domain, topic)
+            return answer(200, "duplicate")
+    except SQLAlchemyError:
+        db.session.rollback()
+        logger.exception("webhook not stored: database unavailable platform=%s", platform_name)
+        return answer(503, "database unavailable")
+
+    logger.info(
+        "webhook stored event=%s platform=%s store=%s topic=%s status=%s",
+        event.id, platform_name, domain, topic, status,
+    )
+    if status == EventStatus.RECEIVED:
+        jobs.enqueue_event(event.id)
+        return answer(200, "accepted", event=event.id)
+    return answer(200, "ignored", event=event.id)
+
+
+def find_or_create_store(platform: str, domain: str) -> Store:
+    """The store row for (platform, domain), created on its first webhook."""
+    query = sa.select(Store).where(Store.platform == platform, Store.domain == domain)
+    store = db.session.scalar(query)
+    if store is not None:
+        return store
+    try:
+        with db.session.begin_nested():
+            store = Store(platform=platform, domain=domain)
+            db.session.add(store)
+    except IntegrityError:
+        # Two first webhooks of a store at once: the other one created it.
+        store = db.session.scalar(query)
+    return store

@@ -1,0 +1,53 @@
+"""The RQ worker the `flask worker` command runs: Heroku-friendly, with the scheduler and the sweeper."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import RedisError
+from rq.job import Job, JobStatus
+from rq.worker import HerokuWorker
+
+from connector import jobs
+
+logger = logging.getLogger(__name__)
+
+SWEEP_JOB_ID = "sweep"
+
+
+class ConnectorWorker(HerokuWorker):
+    """An RQ worker that also queues the sweeper on its maintenance beat.
+
+    The sweeper has to run even after Redis lost every job and schedule it held, so it is driven by
+    the long-lived worker process rather than by a job that re-schedules itself. The worker parent
+    only enqueues; the sweep itself runs in a work-horse like any job, so the parent never opens a
+    database connection that forked children would share.
+    """
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        queue_sweep(self.queues[0])
+
+
+def queue_sweep(queue) -> None:
+    try:
+        existing = Job.fetch(SWEEP_JOB_ID, connection=queue.connection)
+        if existing.get_status() in (JobStatus.QUEUED, JobStatus.STARTED):
+            return
+    except Exception:  # no such job yet (or an unreadable one): queue a fresh sweep
+        pass
+    try:
+        queue.enqueue(jobs.sweep, job_id=SWEEP_JOB_ID, job_timeout=jobs.JOB_TIMEOUT, result_ttl=60)
+    except RedisError:
+        logger.warning("sweep not queued: Redis unavailable")
+
+
+def run(queue, sweep_interval: float, burst: bool = False) -> None:
+    """Work the queue until told to stop (SIGTERM: finish or hand back the current job)."""
+    # The worker's heartbeat decides how long it blocks waiting for jobs; keep it under the sweep
+    # interval so the sweeper beat is kept even when the queue is idle.
+    worker = ConnectorWorker(
+        [queue], connection=queue.connection, maintenance_interval=int(sweep_interval),
+        worker_ttl=max(20, int(sweep_interval) // 2 + 15),
+    )
+    worker.work(with_scheduler=True, burst=burst, logging_level=logging.getLevelName(logger.getEffectiveLevel()))

@@ -1,0 +1,421 @@
+"""Shopify: webhook signature and headers, and the `orders/paid` payload loaded into an `Order`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import unicodedata
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+
+from connector.orders import Address, Customer, Line, Order
+
+PAID_TOPIC = "orders/paid"
+
+# Shopify has no standard field for a tax number: Portuguese stores collect it as a cart attribute,
+# which arrives in `note_attributes`. Which names a shop uses is configurable; these are the usual ones.
+DEFAULT_TAX_ID_KEYS = (
+    "nif",
+    "nipc",
+    "contribuinte",
+    "vat",
+    "vat_number",
+    "vat number",
+    "tax_id",
+    "numero de contribuinte",
+)
+
+_ZERO = Decimal(0)
+
+
+# --- headers and signature ---------------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    """A header's value, stripped, '' when absent; found whatever the case of the name."""
+    # werkzeug's Headers.get ignores case already; a plain dict (tests, replays) does not.
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    return (value or "").strip()
+
+
+def verify(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> bool:
+    """Whether `X-Shopify-Hmac-Sha256` is the base64 HMAC-SHA256 of the raw body under any of `secrets`.
+
+    Several secrets because Shopify keeps signing with the old one for up to an hour after a rotation.
+    Fails closed: no header, or no usable secret, is never a valid signature.
+    """
+    received = _header(headers, "X-Shopify-Hmac-Sha256").encode()
+    if not received:
+        return False
+    valid = False
+    for secret in secrets:
+        # An empty key is public knowledge: anyone could sign with it.
+        if not secret:
+            continue
+        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+        # Bytes, not str: compare_digest refuses non-ASCII str, and the header is attacker-controlled.
+        valid |= hmac.compare_digest(expected, received)
+    return valid
+
+
+def event_key(headers: Mapping[str, str]) -> str | None:
+    """The delivery's idempotency key: the event id (same across subscriptions), else the webhook id."""
+    return _header(headers, "X-Shopify-Event-Id") or _header(headers, "X-Shopify-Webhook-Id") or None
+
+
+def topic(headers: Mapping[str, str]) -> str:
+    """The webhook topic, e.g. 'orders/paid' ('' if absent)."""
+    return _header(headers, "X-Shopify-Topic")
+
+
+def store(headers: Mapping[str, str]) -> str:
+    """The shop's myshopify.com domain, lower-cased ('' if absent)."""
+    return _header(headers, "X-Shopify-Shop-Domain").lower()
+
+
+# --- payload schemas ---------------------------------------------------------------------------------
+#
+# Money is taken in the *presentment* currency, the one the buyer saw and paid in: the invoice-receipt
+# must state what the customer was charged. For a multi-currency store the shop-currency figures are a
+# conversion that would not match the payment. Every amount `x` has a sibling `x_set` whose
+# `presentment_money.amount` is that figure. The plain field (shop currency) is only a fallback for a
+# payload that lacks the `_set`; on a single-currency store the two are the same.
+
+
+def _use_presentment(data: Any, *names: str) -> Any:
+    """A copy of `data` whose money fields hold their presentment amount where the payload has one."""
+    if not isinstance(data, Mapping):
+        return data  # let the schema report the wrong type
+    data = dict(data)
+    for name in names:
+        money_set = data.get(f"{name}_set")
+        presentment = money_set.get("presentment_money") if isinstance(money_set, Mapping) else None
+        if isinstance(presentment, Mapping) and presentment.get("amount") is not None:
+            data[name] = presentment["amount"]
+    return data
+
+
+def _money(**kwargs: Any) -> fields.Decimal:
+    # Decimal from the JSON string; never a float. Shopify amounts are never negative.
+    return fields.Decimal(validate=validate.Range(min=0), **kwargs)
+
+
+def _id(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=1), **kwargs)
+
+
+def _text() -> fields.String:
+    """An optional string: Shopify sends null and '' interchangeably, both become ''."""
+    return fields.String(allow_none=True, load_default="")
+
+
+class _Schema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # Shopify payloads are large and grow with each API version
+
+
+class _TaxLineSchema(_Schema):
+    title = _text()
+    rate = fields.Decimal(required=True, validate=validate.Range(min=0))  # a fraction: 0.23 for 23 %
+    price = _money(required=True)
+
+    @pre_load
+    def _presentment(self, data: Any, **kwargs: Any) -> Any:
+        return _use_presentment(data, "price")
+
+
+class _DiscountAllocationSchema(_Schema):
+    amount = _money(required=True)
+
+    @pre_load
+    def _presentment(self, data: Any, **kwargs: Any) -> Any:
+        return _use_presentment(data, "amount")
+
+
+def _percent(rate: Decimal) -> Decimal:
+    """0.23 → 23, 0.135 → 13.5."""
+    percent = rate * 100
+    return percent.quantize(Decimal(1)) if percent == percent.to_integral_value() else percent.normalize()
+
+
+def _tax(tax_lines: Sequence[Mapping[str, Any]], taxable: bool = True) -> tuple[Decimal, str | None]:
+    """The VAT percentage of one line and, if it cannot be one Portuguese rate, why not."""
+    # A 0 % tax line with 0.00 tax is Shopify saying "no tax here" (common on free shipping).
+    taxes = [t for t in tax_lines if t["rate"] or t["price"]]
+    if not taxable:
+        if any(t["price"] for t in taxes):
+            return _ZERO, "this line is marked not taxable but Shopify charged tax on it"
+        return _ZERO, None
+    if not taxes:
+        return _ZERO, None
+    rate = _percent(sum((t["rate"] for t in taxes), _ZERO))
+    if len(taxes) > 1:
+        # Even two lines of the same rate are two taxes (e.g. a national and a regional one): the sum
+        # is what was charged, but an invoice-receipt shows one VAT rate per line.
+        listed = ", ".join(f"{t['title'] or 'tax'} {_percent(t['rate'])} %" for t in taxes)
+        return rate, f"this line carries several taxes ({listed}), which a Portuguese invoice cannot show"
+    if not taxes[0]["rate"]:
+        return rate, "this line carries a tax amount without a rate"
+    return rate, None
+
+
+class _LineItemSchema(_Schema):
+    id = _id(required=True)
+    product_id = _id(allow_none=True, load_default=None)
+    variant_id = _id(allow_none=True, load_default=None)
+    sku = _text()
+    title = _text()
+    name = _text()
+    variant_title = _text()
+    price = _money(required=True)
+    quantity = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    taxable = fields.Boolean(load_default=True)
+    gift_card = fields.Boolean(load_default=False)
+    tip = fields.Raw(allow_none=True, load_default=None)
+    tax_lines = fields.List(fields.Nested(_TaxLineSchema), load_default=list)
+    discount_allocations = fields.List(fields.Nested(_DiscountAllocationSchema), load_default=list)
+
+    @pre_load
+    def _presentment(self, data: Any, **kwargs: Any) -> Any:
+        return _use_presentment(data, "price")
+
+    @post_load
+    def _to_line(self, data: dict[str, Any], **kwargs: Any) -> Line:
+        sku = (data["sku"] or "").strip()
+        if sku:
+            key = sku
+        elif data["variant_id"]:
+            key = f"shopify-variant-{data['variant_id']}"
+        elif data["product_id"]:
+            key = f"shopify-product-{data['product_id']}"
+        else:
+            key = f"shopify-line-{data['id']}"
+        title = (data["title"] or data["name"] or "").strip()
+        variant = (data["variant_title"] or "").strip()
+        tip = data["tip"] is not None or ((data["name"] or title).lower() == "tip" and not data["product_id"])
+        tax_rate, tax_problem = _tax(data["tax_lines"], data["taxable"])
+        if data["gift_card"]:
+            # Shopify gift cards are multi-purpose vouchers: under the EU voucher rules (adopted in
+            # Portugal) their sale is outside VAT and the VAT is charged when the card is spent, so
+            # Shopify sells them untaxed. A 0 % line needs an exemption reason, and whether to issue an
+            # invoice for the sale at all is the accountant's call: flag it rather than guess.
+            tax_problem = "gift card sale: VAT is due when the card is spent, not when it is sold"
+        return Line(
+            key=key,
+            description=f"{title} — {variant}" if variant else title,
+            unit_price=data["price"],
+            quantity=Decimal(data["quantity"]),
+            tax_rate=tax_rate,
+            discount=sum((a["amount"] for a in data["discount_allocations"]), _ZERO),
+            kind="tip" if tip else "product",
+            tax_problem=tax_problem,
+        )
+
+
+class _ShippingLineSchema(_Schema):
+    title = _text()
+    price = _money(required=True)
+    discounted_price = _money(allow_none=True, load_default=None)
+    tax_lines = fields.List(fields.Nested(_TaxLineSchema), load_default=list)
+    discount_allocations = fields.List(fields.Nested(_DiscountAllocationSchema), load_default=list)
+
+    @pre_load
+    def _presentment(self, data: Any, **kwargs: Any) -> Any:
+        return _use_presentment(data, "price", "discounted_price")
+
+    @post_load
+    def _to_line(self, data: dict[str, Any], **kwargs: Any) -> Line | None:
+        if not data["price"]:
+            return None  # free shipping is not an invoice line
+        discount = sum((a["amount"] for a in data["discount_allocations"]), _ZERO)
+        if not data["discount_allocations"] and data["discounted_price"] is not None:
+            # Older payloads show a shipping discount only as a lower discounted_price.
+            discount = max(data["price"] - data["discounted_price"], _ZERO)
+        tax_rate, tax_problem = _tax(data["tax_lines"])
+        return Line(
+            key="shipping",
+            description=(data["title"] or "").strip() or "Shipping",
+            unit_price=data["price"],
+            quantity=Decimal(1),
+            tax_rate=tax_rate,
+            discount=discount,
+            kind="shipping",
+            tax_problem=tax_problem,
+        )
+
+
+def _full_name(first: str | None, last: str | None) -> str:
+    return " ".join(part.strip() for part in (first, last) if part and part.strip())
+
+
+class _AddressSchema(_Schema):
+    name = _text()
+    first_name = _text()
+    last_name = _text()
+    company = _text()
+    address1 = _text()
+    address2 = _text()
+    city = _text()
+    zip = _text()
+    country_code = _text()
+
+    @post_load
+    def _clean(self, data: dict[str, Any], **kwargs: Any) -> dict[str, str]:
+        data = {k: (v or "").strip() for k, v in data.items()}
+        data["name"] = data["name"] or _full_name(data["first_name"], data["last_name"])
+        return data
+
+
+class _CustomerSchema(_Schema):
+    id = _id(allow_none=True, load_default=None)
+    email = _text()
+    first_name = _text()
+    last_name = _text()
+
+    @post_load
+    def _clean(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data["email"] = (data["email"] or "").strip()
+        data["name"] = _full_name(data["first_name"], data["last_name"])
+        return data
+
+
+class _NoteAttributeSchema(_Schema):
+    name = _text()
+    value = fields.Raw(allow_none=True, load_default=None)
+
+
+class _OrderSchema(_Schema):
+    id = _id(required=True)
+    name = _text()
+    currency = fields.String(required=True, validate=validate.Length(equal=3))
+    presentment_currency = fields.String(allow_none=True, load_default=None)
+    total_price = _money(required=True)
+    financial_status = _text()
+    test = fields.Boolean(load_default=False)
+    # Required: it decides whether every price is gross or net, so guessing would be wrong by the VAT.
+    taxes_included = fields.Boolean(required=True)
+    processed_at = fields.String(allow_none=True, load_default=None)
+    created_at = fields.String(allow_none=True, load_default=None)
+    email = _text()
+    contact_email = _text()
+    customer = fields.Nested(_CustomerSchema, allow_none=True, load_default=None)
+    billing_address = fields.Nested(_AddressSchema, allow_none=True, load_default=None)
+    shipping_address = fields.Nested(_AddressSchema, allow_none=True, load_default=None)
+    note_attributes = fields.List(fields.Nested(_NoteAttributeSchema), allow_none=True, load_default=list)
+    line_items = fields.List(fields.Nested(_LineItemSchema), required=True, validate=validate.Length(min=1))
+    shipping_lines = fields.List(fields.Nested(_ShippingLineSchema), allow_none=True, load_default=list)
+
+    @pre_load
+    def _presentment(self, data: Any, **kwargs: Any) -> Any:
+        return _use_presentment(data, "total_price")
+
+
+_ORDER_SCHEMA = _OrderSchema()
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+class OrderLoadError(ValueError):
+    """The payload is not an order we can invoice from; `messages` are marshmallow's, by field path."""
+
+    def __init__(self, messages: dict) -> None:
+        self.messages = messages
+        super().__init__(messages)
+
+    def __str__(self) -> str:
+        # Messages name fields, never their values, so this line is safe to log.
+        problems = "; ".join(f"{path}: {text}" for path, text in _flatten(self.messages))
+        return f"Shopify order not loaded: {problems}"
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _flatten(messages: Any, path: str = "") -> list[tuple[str, str]]:
+    if isinstance(messages, Mapping):
+        return [item for key, sub in messages.items() for item in _flatten(sub, _join(path, key))]
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [(path or "order", " ".join(messages))]
+    if isinstance(messages, list):
+        return [item for m in messages for item in _flatten(m, path)]
+    return [(path or "order", str(messages))]
+
+
+def _fold(text: str) -> str:
+    """Lower-case, accents and outer spaces removed: 'Número de Contribuinte ' → 'numero de contribuinte'."""
+    decomposed = unicodedata.normalize("NFKD", text.strip().casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _tax_id(note_attributes: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str | None:
+    wanted = {_fold(k) for k in keys}
+    for attribute in note_attributes:
+        value = attribute["value"]
+        if _fold(attribute["name"] or "") in wanted and value is not None and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+def _customer(data: Mapping[str, Any], order_id: int, tax_id_keys: Sequence[str]) -> Customer:
+    # Personal data: never log anything built here.
+    buyer = data["customer"] or {}
+    billing = data["billing_address"]
+    address = billing or data["shipping_address"] or {}
+    email = ((data["email"] or data["contact_email"] or buyer.get("email") or "").strip()) or None
+    if buyer.get("id"):
+        key = f"shopify-customer-{buyer['id']}"
+    elif email:
+        key = f"shopify-email-{hashlib.sha256(email.lower().encode()).hexdigest()[:16]}"
+    else:
+        key = f"shopify-order-{order_id}"
+    return Customer(
+        key=key,
+        # '' lets the invoicing layer decide on "Consumidor final".
+        name=(billing or {}).get("name") or buyer.get("name", ""),
+        email=email,
+        company=(billing or {}).get("company") or None,
+        address=Address(
+            line1=address.get("address1", ""),
+            line2=address.get("address2", ""),
+            city=address.get("city", ""),
+            postal_code=address.get("zip", ""),
+            country_code=address.get("country_code", "").upper(),
+        ),
+        tax_id=_tax_id(data["note_attributes"] or [], tax_id_keys),
+    )
+
+
+def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = DEFAULT_TAX_ID_KEYS) -> Order:
+    """Load an order webhook body (orders/paid, orders/create…) into an `Order`.
+
+    Raises:
+        OrderLoadError: the payload is not a well-formed Shopify order.
+    """
+    try:
+        data = _ORDER_SCHEMA.load(payload)
+    except ValidationError as error:
+        raise OrderLoadError(error.normalized_messages()) from None
+    shipping = [line for line in data["shipping_lines"] or [] if line is not None]
+    return Order(
+        platform="shopify",
+        store=store,
+        order_id=str(data["id"]),
+        name=data["name"] or "",
+        currency=(data["presentment_currency"] or data["currency"]).upper(),
+        taxes_included=data["taxes_included"],
+        total=data["total_price"],
+        financial_status=data["financial_status"] or "",
+        customer=_customer(data, data["id"], tax_id_keys),
+        lines=(*data["line_items"], *shipping),
+        test=data["test"],
+        created_at=data["processed_at"] or data["created_at"],
+    )

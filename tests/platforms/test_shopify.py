@@ -1,0 +1,479 @@
+import base64
+import copy
+import hashlib
+import hmac
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from connector.orders import Address, Customer, Line, Order
+from connector.platforms import shopify
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "shopify"
+STORE = "loja-exemplo.myshopify.com"
+
+
+def load(name):
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def sign(body, secret):
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def paid_order():
+    return load("paid_b2c_tax_included.json")
+
+
+# --- signature and headers ---------------------------------------------------------------------------
+
+BODY = (FIXTURES / "paid_b2c_tax_included.json").read_bytes()
+
+
+def test_verify_accepts_a_valid_signature():
+    assert shopify.verify(BODY, {"X-Shopify-Hmac-Sha256": sign(BODY, "s3cret")}, ["s3cret"])
+
+
+def test_verify_rejects_a_signature_made_with_another_secret():
+    assert not shopify.verify(BODY, {"X-Shopify-Hmac-Sha256": sign(BODY, "other")}, ["s3cret"])
+
+
+def test_verify_rejects_a_tampered_body():
+    headers = {"X-Shopify-Hmac-Sha256": sign(BODY, "s3cret")}
+    assert not shopify.verify(BODY.replace(b'"59.86"', b'"5.86"'), headers, ["s3cret"])
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Shopify-Hmac-Sha256": ""}, {"X-Shopify-Hmac-Sha256": "  "}])
+def test_verify_rejects_a_missing_or_empty_header(headers):
+    assert not shopify.verify(BODY, headers, ["s3cret"])
+
+
+@pytest.mark.parametrize("secrets", [[], [""]])
+def test_verify_fails_closed_without_a_usable_secret(secrets):
+    # An empty key would let anyone sign: HMAC with "" is computable by all.
+    headers = {"X-Shopify-Hmac-Sha256": sign(BODY, "")}
+    assert not shopify.verify(BODY, headers, secrets)
+
+
+def test_verify_accepts_the_second_secret_of_a_rotation_pair():
+    headers = {"X-Shopify-Hmac-Sha256": sign(BODY, "old")}
+    assert shopify.verify(BODY, headers, ["new", "old"])
+
+
+def test_verify_finds_the_header_whatever_its_case():
+    assert shopify.verify(BODY, {"x-shopify-hmac-sha256": sign(BODY, "s3cret")}, ["s3cret"])
+
+
+def test_verify_rejects_a_non_ascii_header_without_raising():
+    assert not shopify.verify(BODY, {"X-Shopify-Hmac-Sha256": "é" * 44}, ["s3cret"])
+
+
+def test_event_key_prefers_the_event_id():
+    headers = {"X-Shopify-Event-Id": "evt-1", "X-Shopify-Webhook-Id": "wh-1"}
+    assert shopify.event_key(headers) == "evt-1"
+
+
+def test_event_key_falls_back_to_the_webhook_id_then_none():
+    assert shopify.event_key({"x-shopify-webhook-id": "wh-1"}) == "wh-1"
+    assert shopify.event_key({"X-Shopify-Event-Id": "", "X-Shopify-Webhook-Id": "wh-1"}) == "wh-1"
+    assert shopify.event_key({}) is None
+
+
+def test_topic_and_store_read_their_headers():
+    headers = {"X-Shopify-Topic": "orders/paid", "X-Shopify-Shop-Domain": "Loja-Exemplo.myshopify.com"}
+    assert shopify.topic(headers) == shopify.PAID_TOPIC
+    assert shopify.store(headers) == STORE
+    assert shopify.topic({}) == ""
+    assert shopify.store({}) == ""
+
+
+# --- fixtures into orders ----------------------------------------------------------------------------
+
+
+def test_b2c_tax_included_order():
+    order = shopify.to_order(paid_order(), store=STORE)
+
+    assert order == Order(
+        platform="shopify",
+        store=STORE,
+        order_id="5801234567001",
+        name="#1001",
+        currency="EUR",
+        taxes_included=True,
+        total=Decimal("59.86"),
+        financial_status="paid",
+        customer=Customer(
+            key="shopify-customer-7201234560001",
+            name="Ana Silva",
+            email="ana.silva@example.pt",
+            company=None,
+            address=Address("Rua Augusta 120", "3.º Esq.", "Lisboa", "1100-053", "PT"),
+            tax_id=None,
+        ),
+        lines=(
+            Line("CAN-CER-01", "Caneca de cerâmica", Decimal("9.99"), Decimal(3), Decimal(23)),
+            Line("AVL-AZ-M", "Avental de linho — Azul / M", Decimal("24.90"), Decimal(1), Decimal(23)),
+            Line(
+                "shipping",
+                "Envio standard (CTT)",
+                Decimal("4.99"),
+                Decimal(1),
+                Decimal(23),
+                kind="shipping",
+            ),
+        ),
+        test=False,
+        created_at="2026-11-20T14:32:07+00:00",
+    )
+    assert sum(line.unit_price * line.quantity for line in order.lines) == order.total
+
+
+def test_discount_and_nif_order():
+    order = shopify.to_order(load("paid_with_discount_and_nif.json"), store=STORE)
+
+    chair, lamp, shipping = order.lines
+    assert (chair.unit_price, chair.discount) == (Decimal("149.00"), Decimal("14.90"))
+    assert (lamp.unit_price, lamp.quantity, lamp.discount) == (Decimal("39.90"), Decimal(2), Decimal("7.98"))
+    assert (shipping.kind, shipping.unit_price, shipping.discount) == (
+        "shipping",
+        Decimal("6.90"),
+        Decimal(0),
+    )
+    assert order.total == Decimal("212.82")
+    assert sum(line.unit_price * line.quantity - line.discount for line in order.lines) == order.total
+    assert order.customer.tax_id == "501964843"
+    assert order.customer.company == "Papelaria Exemplo, Lda"
+    assert order.customer.name == "Rui Costa"
+
+
+def test_tax_excluded_order():
+    order = shopify.to_order(load("paid_tax_excluded.json"), store=STORE)
+
+    assert order.taxes_included is False
+    assert [line.unit_price for line in order.lines] == [Decimal("50.00"), Decimal("7.40"), Decimal("5.00")]
+    assert all(line.tax_rate == 23 for line in order.lines)
+    net = sum(line.unit_price * line.quantity for line in order.lines)
+    assert (net, order.total) == (Decimal("112.40"), Decimal("138.25"))
+
+
+def test_mixed_rates_order():
+    order = shopify.to_order(load("paid_mixed_rates.json"), store=STORE)
+
+    assert [(line.key, line.tax_rate) for line in order.lines] == [
+        ("LIV-OS-MAIAS", Decimal(6)),
+        ("MARC-PELE", Decimal(23)),
+        ("shipping", Decimal(23)),
+    ]
+    assert all(line.tax_problem is None for line in order.lines)
+    assert order.total == Decimal("34.00")
+
+
+def test_foreign_guest_customer():
+    order = shopify.to_order(load("paid_foreign_customer.json"), store=STORE)
+
+    email_hash = hashlib.sha256(b"jose.martinez@example.es").hexdigest()[:16]
+    assert order.customer == Customer(
+        key=f"shopify-email-{email_hash}",
+        name="José Martínez García",
+        email="jose.martinez@example.es",
+        address=Address("Calle de Atocha 27", "2º B", "Madrid", "28012", "ES"),
+    )
+    # No SKU: the variant names the product.
+    assert order.lines[1].key == "shopify-variant-45678901200010"
+    assert order.lines[1].description == "Toalha de mesa bordada — 150 x 250 cm"
+    assert order.total == Decimal("64.30")
+
+
+def test_authorized_order_loads_with_its_status_and_no_free_shipping_line():
+    order = shopify.to_order(load("authorized_not_paid.json"), store=STORE)
+
+    assert order.financial_status == "authorized"
+    assert [line.kind for line in order.lines] == ["product"]
+    assert order.total == Decimal("45.00")
+
+
+def test_refund_body_is_not_an_order():
+    with pytest.raises(shopify.OrderLoadError) as error:
+        shopify.to_order(load("refunds_create.json"), store=STORE)
+
+    assert {"line_items", "total_price", "currency", "taxes_included"} <= set(error.value.messages)
+
+
+# --- money -------------------------------------------------------------------------------------------
+
+
+def _double_presentment(node):
+    """Make every presentment amount twice the shop amount, in USD."""
+    if isinstance(node, dict):
+        if "presentment_money" in node:
+            amount = Decimal(node["shop_money"]["amount"]) * 2
+            node["presentment_money"] = {"amount": str(amount), "currency_code": "USD"}
+        for value in node.values():
+            _double_presentment(value)
+    elif isinstance(node, list):
+        for value in node:
+            _double_presentment(value)
+
+
+def test_presentment_money_wins_over_shop_money():
+    payload = load("paid_with_discount_and_nif.json")
+    _double_presentment(payload)
+    payload["presentment_currency"] = "USD"
+
+    order = shopify.to_order(payload, store=STORE)
+
+    assert order.currency == "USD"
+    assert order.total == Decimal("425.64")
+    chair, lamp, shipping = order.lines
+    assert (chair.unit_price, chair.discount) == (Decimal("298.00"), Decimal("29.80"))
+    assert (lamp.unit_price, lamp.discount) == (Decimal("79.80"), Decimal("15.96"))
+    assert shipping.unit_price == Decimal("13.80")
+
+
+def test_plain_amounts_are_used_when_there_is_no_money_set():
+    payload = paid_order()
+    del payload["total_price_set"], payload["line_items"][0]["price_set"]
+
+    order = shopify.to_order(payload, store=STORE)
+
+    assert (order.total, order.lines[0].unit_price) == (Decimal("59.86"), Decimal("9.99"))
+
+
+def test_money_is_decimal_never_float():
+    order = shopify.to_order(load("paid_mixed_rates.json"), store=STORE)
+
+    amounts = [(line.unit_price, line.discount, line.tax_rate) for line in order.lines]
+    values = [order.total, *(v for triple in amounts for v in triple)]
+    assert all(type(v) is Decimal for v in values)
+
+
+# --- malformed orders --------------------------------------------------------------------------------
+
+
+def _without_id(p):
+    del p["id"]
+
+
+def _price_not_numeric(p):
+    p["line_items"][0]["price"] = "9,99 €"
+    p["line_items"][0]["price_set"]["presentment_money"]["amount"] = "9,99 €"
+
+
+def _quantity_zero(p):
+    p["line_items"][1]["quantity"] = 0
+
+
+def _quantity_negative(p):
+    p["line_items"][1]["quantity"] = -1
+
+
+def _line_items_not_a_list(p):
+    p["line_items"] = {"id": 1}
+
+
+def _line_items_empty(p):
+    p["line_items"] = []
+
+
+def _no_taxes_included(p):
+    del p["taxes_included"]
+
+
+@pytest.mark.parametrize(
+    ("break_it", "path"),
+    [
+        (_without_id, "id"),
+        (_price_not_numeric, "line_items.0.price"),
+        (_quantity_zero, "line_items.1.quantity"),
+        (_quantity_negative, "line_items.1.quantity"),
+        (_line_items_not_a_list, "line_items"),
+        (_line_items_empty, "line_items"),
+        (_no_taxes_included, "taxes_included"),
+    ],
+)
+def test_malformed_orders_raise_with_the_field_path(break_it, path):
+    payload = paid_order()
+    break_it(payload)
+
+    with pytest.raises(shopify.OrderLoadError) as error:
+        shopify.to_order(payload, store=STORE)
+
+    summary = str(error.value)
+    assert "\n" not in summary
+    assert f"{path}: " in summary
+    assert isinstance(error.value, ValueError)
+
+
+def test_a_body_that_is_not_an_object_raises():
+    with pytest.raises(shopify.OrderLoadError, match="Invalid input type"):
+        shopify.to_order([], store=STORE)
+
+
+def test_error_messages_do_not_echo_values():
+    payload = paid_order()
+    _price_not_numeric(payload)
+
+    with pytest.raises(shopify.OrderLoadError) as error:
+        shopify.to_order(payload, store=STORE)
+
+    assert "9,99" not in str(error.value)
+
+
+# --- taxes and line kinds ----------------------------------------------------------------------------
+
+
+def _tax_line(rate, price, title="IVA"):
+    return {"title": title, "rate": rate, "price": price, "price_set": None, "channel_liable": False}
+
+
+def test_a_line_with_several_taxes_gets_their_sum_and_a_tax_problem():
+    payload = paid_order()
+    payload["line_items"][1]["tax_lines"] = [_tax_line(0.23, "4.56"), _tax_line(0.01, "0.20", "Selo")]
+
+    line = shopify.to_order(payload, store=STORE).lines[1]
+
+    assert line.tax_rate == Decimal(24)
+    assert line.tax_problem == (
+        "this line carries several taxes (IVA 23 %, Selo 1 %), which a Portuguese invoice cannot show"
+    )
+
+
+def test_zero_tax_lines_are_ignored():
+    payload = paid_order()
+    payload["line_items"][0]["tax_lines"].append(_tax_line(0.0, "0.00", "Isento"))
+
+    line = shopify.to_order(payload, store=STORE).lines[0]
+
+    assert (line.tax_rate, line.tax_problem) == (Decimal(23), None)
+
+
+def test_a_fractional_rate_keeps_its_decimals():
+    payload = paid_order()
+    payload["line_items"][0]["tax_lines"] = [_tax_line(0.135, "1.19")]
+
+    assert shopify.to_order(payload, store=STORE).lines[0].tax_rate == Decimal("13.5")
+
+
+def test_untaxed_lines_have_rate_zero():
+    payload = paid_order()
+    payload["line_items"][0]["taxable"] = False
+    payload["line_items"][0]["tax_lines"] = []
+    payload["line_items"][1]["tax_lines"] = []
+
+    lines = shopify.to_order(payload, store=STORE).lines
+
+    assert [(line.tax_rate, line.tax_problem) for line in lines[:2]] == [(0, None), (0, None)]
+
+
+def test_a_line_marked_untaxed_that_carries_tax_is_flagged():
+    payload = paid_order()
+    payload["line_items"][0]["taxable"] = False
+
+    line = shopify.to_order(payload, store=STORE).lines[0]
+
+    assert line.tax_rate == 0
+    assert line.tax_problem
+
+
+def test_a_tip_line_is_a_tip():
+    payload = paid_order()
+    tip = copy.deepcopy(payload["line_items"][0])
+    tip.update(
+        id=14567890129999,
+        name="Tip",
+        title="Tip",
+        product_id=None,
+        variant_id=None,
+        sku=None,
+        price="2.00",
+        price_set=None,
+        quantity=1,
+        taxable=False,
+        tax_lines=[],
+        variant_title=None,
+    )
+    payload["line_items"].append(tip)
+
+    line = shopify.to_order(payload, store=STORE).lines[2]
+
+    assert (line.kind, line.key, line.unit_price, line.tax_rate) == (
+        "tip",
+        "shopify-line-14567890129999",
+        Decimal("2.00"),
+        0,
+    )
+
+
+def test_a_gift_card_sale_is_flagged():
+    payload = paid_order()
+    payload["line_items"][1].update(gift_card=True, taxable=False, tax_lines=[])
+
+    line = shopify.to_order(payload, store=STORE).lines[1]
+
+    assert line.kind == "product"
+    assert line.tax_problem.startswith("gift card sale")
+
+
+def test_shipping_discount_is_taken_from_its_allocations():
+    payload = paid_order()
+    free_shipping = {"amount": "4.99", "discount_application_index": 1}
+    payload["shipping_lines"][0]["discount_allocations"] = [free_shipping]
+
+    shipping = shopify.to_order(payload, store=STORE).lines[-1]
+
+    assert (shipping.unit_price, shipping.discount) == (Decimal("4.99"), Decimal("4.99"))
+
+
+# --- customer ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nif", "NIF ", "Número de Contribuinte", "VAT Number", "tax_id"])
+def test_nif_is_read_from_note_attributes_whatever_the_case(name):
+    payload = paid_order()
+    payload["note_attributes"] = [
+        {"name": "gift_wrap", "value": "sim"},
+        {"name": name, "value": " 501964843"},
+    ]
+
+    assert shopify.to_order(payload, store=STORE).customer.tax_id == "501964843"
+
+
+def test_nif_keys_can_be_configured_and_empty_values_are_skipped():
+    payload = paid_order()
+    payload["note_attributes"] = [
+        {"name": "NIF", "value": "  "},
+        {"name": "Contribuinte NIF", "value": "123"},
+    ]
+
+    assert shopify.to_order(payload, store=STORE).customer.tax_id is None
+    assert shopify.to_order(payload, store=STORE, tax_id_keys=["contribuinte nif"]).customer.tax_id == "123"
+
+
+def test_address_falls_back_to_the_shipping_address():
+    payload = paid_order()
+    payload["billing_address"] = None
+    payload["shipping_address"]["city"] = "Sintra"
+
+    customer = shopify.to_order(payload, store=STORE).customer
+
+    assert customer.address.city == "Sintra"
+    assert customer.name == "Ana Silva"  # from the customer record now
+    assert customer.company is None
+
+
+def test_customer_without_id_or_email_is_keyed_by_order():
+    payload = paid_order()
+    payload.update(customer=None, email="", contact_email=None, billing_address=None, shipping_address=None)
+
+    customer = shopify.to_order(payload, store=STORE).customer
+
+    assert customer == Customer(key="shopify-order-5801234567001", name="", email=None)
+
+
+def test_email_falls_back_to_contact_email_then_the_customer_record():
+    payload = paid_order()
+    payload.update(email=None, contact_email="")
+
+    assert shopify.to_order(payload, store=STORE).customer.email == "ana.silva@example.pt"

@@ -1,0 +1,85 @@
+"""Every body the connector sends to InvoiceXpress validates against IX's own OpenAPI description."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from connector.invoicing import plan_receipt
+from tests.test_invoicing import TAXES, load
+
+SPEC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "invoicexpress-openapi.yaml"
+FIXTURES = sorted((Path(__file__).parents[1] / "fixtures" / "shopify").glob("paid_*.json"))
+
+
+@pytest.fixture(scope="module")
+def spec():
+    if not SPEC.exists():
+        pytest.skip(f"IX's OpenAPI description is not at {SPEC} (it sits beside the project in CI)")
+    import yaml
+
+    return yaml.safe_load(SPEC.read_text())
+
+
+def operation(spec: dict, method: str, path: str) -> dict:
+    """The spec's operation for one of our requests, its path parameters checked against their enums."""
+    for template, operations in spec["paths"].items():
+        names = re.findall(r"\{([^}]+)\}", template)
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "([^/]+)", re.escape(template)) + "$"
+        match = re.match(pattern, path.replace("{id}", "123"))
+        if not match or method.lower() not in operations:
+            continue
+        values = dict(zip(names, match.groups(), strict=True))
+        op = operations[method.lower()]
+        params = {}
+        for param in op.get("parameters", []) + operations.get("parameters", []):
+            param = resolve(spec, param["$ref"]) if "$ref" in param else param
+            params[param["name"]] = param
+        doc_type = values.get("invoices-type")
+        if doc_type is not None:
+            enum = params["invoices-type"]["schema"].get("enum")
+            if enum is not None and doc_type not in enum:
+                continue
+        return op
+    raise AssertionError(f"{method} {path} is not an operation of IX's API")
+
+
+def resolve(spec: dict, ref: str) -> dict:
+    node = spec
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def validate(spec: dict, method: str, path: str, body: dict) -> None:
+    from openapi_schema_validator import OAS31Validator
+
+    op = operation(spec, method, path)
+    request_body = op["requestBody"]
+    if "$ref" in request_body:
+        request_body = resolve(spec, request_body["$ref"])
+    schema = request_body["content"]["application/json"]["schema"]
+    # Round-trip through JSON: what is validated is exactly what goes on the wire.
+    wire = json.loads(json.dumps(body, default=float))
+    OAS31Validator({**schema, "components": spec["components"]}).validate(wire)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.stem)
+def test_every_request_of_an_issued_order_is_valid_against_the_spec(spec, fixture):
+    plan = plan_receipt(load(fixture.name), TAXES)
+    assert plan.verdict == "issue", plan.reasons
+    requests = plan.requests()
+    assert [r["method"] for r in requests] == ["POST", "PUT", "PUT"]
+    for request in requests:
+        validate(spec, request["method"], request["path"], request["body"])
+
+
+def test_the_validator_does_catch_an_invalid_body(spec):
+    plan = plan_receipt(load("paid_b2c_tax_included.json"), TAXES)
+    body = json.loads(json.dumps(plan.create_body, default=float))
+    del body["invoice"]["client"]["code"]
+    with pytest.raises(Exception, match="code"):
+        validate(spec, "POST", "/invoice_receipts.json", body)

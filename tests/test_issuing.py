@@ -1,0 +1,227 @@
+"""Issuing against the IX sandbox: one settled, e-mailed document per paid order, through faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+import requests
+import sqlalchemy as sa
+from rq import SimpleWorker
+from rq.registry import ScheduledJobRegistry
+
+from connector import jobs
+from connector.extensions import db
+from connector.invoicexpress.sandbox import serve_in_thread
+from connector.invoicing import init_invoicexpress, take_lease
+from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
+from tests.conftest import fixture_body
+
+API_KEY = "test-api-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def sandbox_url():
+    url, server = serve_in_thread(api_key=API_KEY)
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture
+def sandbox(app, sandbox_url):
+    """The IX sandbox, emptied, with the app pointed at it."""
+    requests.post(f"{sandbox_url}/_sandbox/reset", timeout=5).raise_for_status()
+    app.config.update(INVOICEXPRESS_BASE_URL=sandbox_url, INVOICEXPRESS_API_KEY=API_KEY,
+                      INVOICEXPRESS_READ_TIMEOUT=2)
+    init_invoicexpress(app)
+    return Sandbox(sandbox_url)
+
+
+class Sandbox:
+    def __init__(self, url: str):
+        self.url = url
+
+    def documents(self) -> list[dict]:
+        return requests.get(f"{self.url}/_sandbox/documents", timeout=5).json()
+
+    def calls(self) -> dict:
+        return requests.get(f"{self.url}/_sandbox/calls", timeout=5).json()
+
+    def fault(self, **rule) -> None:
+        requests.post(f"{self.url}/_sandbox/faults", json=[rule], timeout=5).raise_for_status()
+
+
+def drain(queue) -> None:
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+
+
+def the_document() -> Document:
+    [document] = db.session.scalars(sa.select(Document)).all()
+    return document
+
+
+def timeline(document: Document) -> list[str]:
+    return [e.kind for e in db.session.scalars(
+        sa.select(DocumentEvent).where(DocumentEvent.document_id == document.id).order_by(DocumentEvent.id))]
+
+
+def test_a_paid_order_ends_as_one_settled_emailed_invoice_receipt(sandbox, post_order, queue):
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.DONE
+    assert document.sequence_number and document.atcud and document.permalink
+    [ix] = sandbox.documents()
+    assert ix["type"] == "InvoiceReceipt"
+    assert ix["status"] == "settled"
+    assert ix["id"] == document.ix_id
+    assert ix["reference"] == "#1001"
+    assert ix["totals"]["total"] == 59.86
+    assert [e["to"] for e in ix["emails"]] == [json.loads(fixture_body("paid_b2c_tax_included.json"))["email"]]
+    assert timeline(document) == ["planned", "attempt", "state", "state", "state", "state"]
+    # Three IX calls per document: create, finalize, e-mail.
+    assert sum(sandbox.calls().values()) == 3
+
+
+def test_the_same_order_from_two_events_gets_one_document(sandbox, post_order, queue):
+    body = fixture_body("paid_b2c_tax_included.json")
+    post_order(body, event_id="subscription-a")
+    post_order(body, event_id="subscription-b")
+    drain(queue)
+
+    assert len(db.session.scalars(sa.select(WebhookEvent)).all()) == 2
+    assert the_document().state == DocumentState.DONE
+    assert len(sandbox.documents()) == 1
+
+
+def test_an_unpaid_order_owes_nothing_and_the_event_says_why(sandbox, post_order, queue):
+    post_order(fixture_body("authorized_not_paid.json"))
+    drain(queue)
+
+    [event] = db.session.scalars(sa.select(WebhookEvent)).all()
+    assert event.status == EventStatus.PROCESSED
+    assert "not paid" in event.note
+    assert db.session.scalars(sa.select(Document)).all() == []
+    assert sandbox.documents() == []
+
+
+def test_an_order_without_a_tax_name_for_its_rate_is_held_and_nothing_is_sent(app, sandbox, post_order, queue):
+    app.config["INVOICEXPRESS_TAX_NAMES"] = {k: v for k, v in app.config["INVOICEXPRESS_TAX_NAMES"].items()
+                                             if v != "IVA23"}
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.HELD
+    assert "23 %" in document.last_error
+    assert sandbox.documents() == []
+
+
+def test_ix_unavailable_is_retried_later_and_then_issued_once(sandbox, post_order, queue):
+    sandbox.fault(method="POST", path="/invoice_receipts.json", kind="status", status=503, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.PENDING
+    assert "retrying" in document.last_error
+    assert timeline(document)[-1] == "retry"
+    assert document.job_id in ScheduledJobRegistry(queue=queue).get_job_ids()
+    assert sandbox.documents() == []
+
+    run_scheduled_now(queue)
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    assert len(sandbox.documents()) == 1
+
+
+def test_a_create_that_ix_did_but_answered_500_resumes_on_the_same_document(sandbox, post_order, queue):
+    sandbox.fault(method="POST", path="/invoice_receipts.json", kind="after", status=500, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    run_scheduled_now(queue)
+    drain(queue)
+
+    assert the_document().state == DocumentState.DONE
+    [ix] = sandbox.documents()
+    assert ix["status"] == "settled"
+    assert len(ix["emails"]) == 1
+
+
+def test_a_finalize_that_failed_resumes_from_the_created_draft(sandbox, post_order, queue):
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="status",
+                  status=502, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    document = the_document()
+    assert document.state == DocumentState.CREATED
+    assert document.ix_id
+
+    run_scheduled_now(queue)
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    assert len(sandbox.documents()) == 1
+
+
+def test_ix_refusing_the_document_fails_it_with_ixs_words(sandbox, post_order, queue):
+    sandbox.fault(method="POST", path="/invoice_receipts.json", kind="status", status=422, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.FAILED
+    assert document.last_error.startswith("InvoiceXpress refused the document")
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == []
+
+
+def test_a_document_whose_job_was_lost_is_swept_back_into_the_queue(sandbox, post_order, queue):
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    SimpleWorker([queue], connection=queue.connection).work(burst=True, max_jobs=1)  # the event only
+    document = the_document()
+    assert document.state == DocumentState.PENDING
+    queue.connection.flushall()  # Redis lost everything
+
+    assert jobs.sweep() == {"events": 0, "documents": 1}
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    assert len(sandbox.documents()) == 1
+
+
+def test_two_workers_cannot_hold_the_same_document(sandbox, post_order, queue):
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    SimpleWorker([queue], connection=queue.connection).work(burst=True, max_jobs=1)
+    document_id = the_document().id
+
+    assert take_lease(document_id) is not None
+    assert take_lease(document_id) is None
+    # A worker killed while holding it: the lease runs out and the document can be taken again.
+    document = db.session.get(Document, document_id)
+    document.locked_until = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    assert take_lease(document_id) is not None
+
+
+def test_no_secret_email_or_nif_reaches_the_logs(app, sandbox, post_order, queue, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = fixture_body("paid_with_discount_and_nif.json")
+    post_order(body)
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+
+    payload = json.loads(body)
+    nif = next(a["value"] for a in payload["note_attributes"] if a["name"].lower() == "nif")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert logged  # the run did log
+    for secret in (API_KEY, payload["email"], nif, app.config["WEBHOOK_SECRETS"]["shopify"][0]):
+        assert secret not in logged
+
+
+def run_scheduled_now(queue) -> None:
+    """Move every scheduled job to the queue, as the RQ scheduler does when its time comes."""
+    registry = ScheduledJobRegistry(queue=queue)
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id)
+        queue._enqueue_job(queue.fetch_job(job_id))

@@ -1,0 +1,154 @@
+"""Fixtures for the integration tier: real PostgreSQL, Redis and subprocesses, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+
+# Import the helpers as tests.integration.services whatever pytest's import mode or whether
+# tests/ has __init__.py files, so conftest and test modules share one module (and one registry).
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.integration import services  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also registered in pyproject.toml; repeated so this directory works without it (e.g. --strict-markers).
+    config.addinivalue_line("markers", "integration: real PostgreSQL, Redis and processes")
+    # CI timeouts send SIGTERM, which by default kills pytest without running fixture finalisers or
+    # atexit hooks and would leave the daemonised postmaster behind; turn it into an interrupt.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # This hook sees every collected item of the session, not just ours: only mark tests in this tree.
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+class ExternalService:
+    """An already-running server named by an env var: usable, but the tests can't stop/start it."""
+
+    managed = False
+
+    def __init__(self, url: str, env_var: str):
+        self.url = url
+        self.env_var = env_var
+
+    def __repr__(self) -> str:
+        return f"<ExternalService {self.env_var}={self.url}>"
+
+    def stop(self, *args, **kwargs) -> None:
+        pytest.skip(f"outage simulation needs a server started by the tests, not {self.env_var}")
+
+    start = stop
+
+    def ensure_running(self) -> None:
+        pass
+
+    def output(self, tail: int | None = None) -> str:
+        return f"(external server from {self.env_var}; no log available)"
+
+
+def _sqlalchemy_psycopg_url(url: str) -> str:
+    # Accept the libpq-style URLs people keep in their shells; SQLAlchemy's default for
+    # postgresql:// is psycopg2, which this project doesn't install.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """Session-wide PostgreSQL: ``.url`` (postgresql+psycopg://...), ``.stop(mode)``, ``.start()``."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield ExternalService(_sqlalchemy_psycopg_url(external), "TEST_DATABASE_URL")
+        return
+    server = services.start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """Session-wide Redis: ``.url`` (redis://127.0.0.1:PORT/0), ``.stop()``, ``.start()``."""
+    external = os.environ.get("TEST_REDIS_URL")
+    if external:
+        yield ExternalService(external, "TEST_REDIS_URL")
+        return
+    server = services.start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def clean_db(postgres) -> str:
+    """An empty ``public`` schema; returns the database URL."""
+    # A previous test may have left the server stopped after simulating an outage.
+    postgres.ensure_running()
+    services.reset_schema(postgres.url)
+    return postgres.url
+
+
+@pytest.fixture
+def clean_redis(redis_server) -> str:
+    """An empty Redis (FLUSHALL); returns the Redis URL."""
+    redis_server.ensure_running()
+    services.flush_redis(redis_server.url)
+    return redis_server.url
+
+
+@pytest.fixture
+def procs(tmp_path: Path):
+    """Factory ``procs(name, argv, env=None, cwd=REPO_ROOT) -> services.Proc``; every process group
+    it started is SIGKILLed when the test ends, and their logs are printed (shown if the test failed)."""
+    started: list[services.Proc] = []
+
+    def start(
+        name: str,
+        argv: list[str],
+        env: dict[str, str | None] | None = None,
+        cwd: str | os.PathLike = REPO_ROOT,
+    ) -> services.Proc:
+        # The repo root on PYTHONPATH so `python -m connector...`, gunicorn and rq can import the app.
+        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = {"PYTHONPATH": pythonpath, **(env or {})}
+        proc = services.Proc(name, argv, logdir=tmp_path / "procs", env=env, cwd=cwd)
+        started.append(proc)
+        return proc
+
+    yield start
+
+    errors = []
+    for proc in started:
+        try:
+            proc.kill()
+        except Exception as exc:  # noqa: BLE001 - kill the rest before reporting
+            errors.append(exc)
+        print(f"----- {proc.name} {proc.argv} rc={proc.returncode} ({proc.log_path})\n{proc.output(20000)}")
+    if errors:
+        raise errors[0]

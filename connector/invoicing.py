@@ -18,7 +18,7 @@ from stdnum.pt import nif
 
 from connector.extensions import db
 from connector.invoicexpress import schemas
-from connector.invoicexpress.client import Client, InvoiceXpressError, NotFound, PermanentError, RetryableError
+from connector.invoicexpress.client import Client, InvoiceXpressError, PermanentError, RetryableError
 from connector.invoicexpress.countries import IX_COUNTRY_NAMES
 from connector.invoicexpress.totals import document_total
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
@@ -377,9 +377,7 @@ def _walk(document: Document, client: Client) -> None:
         if current.get("status") in ("final", "settled"):
             finalized = current  # finalized before a crash that lost our record of it
         else:
-            finalized = client.change_state(document.doc_type, document.ix_id, "finalized")
-            if not finalized.get("sequence_number") or finalized.get("status") == "draft":
-                finalized = client.get_document(document.doc_type, document.ix_id)
+            finalized = _finalize(client, document)
         document.sequence_number = finalized.get("inverted_sequence_number") or finalized.get("sequence_number")
         document.atcud = finalized.get("atcud")
         document.permalink = finalized.get("permalink")
@@ -401,6 +399,20 @@ def _walk(document: Document, client: Client) -> None:
         document.last_error = None
         _step(document, DocumentState.DONE, "Done.")
         db.session.commit()
+
+
+def _finalize(client: Client, document: Document) -> dict:
+    try:
+        finalized = client.change_state(document.doc_type, document.ix_id, "finalized")
+    except PermanentError:
+        # A finalize that reached IX before a timeout or a crash left the document final, and IX
+        # refuses to finalize it twice: what counts is the state the document is in now.
+        finalized = client.get_document(document.doc_type, document.ix_id)
+        if finalized.get("status") not in ("final", "settled"):
+            raise
+    if not finalized.get("sequence_number") or finalized.get("status") == "draft":
+        finalized = client.get_document(document.doc_type, document.ix_id)
+    return finalized
 
 
 def _step(document: Document, state: str, message: str) -> None:

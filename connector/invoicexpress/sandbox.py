@@ -24,8 +24,9 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from connector.invoicexpress.client import redact
 from connector.invoicexpress.totals import CENT, document_total, item_net
 
 
@@ -1015,11 +1016,22 @@ def create_app(api_key: str | None = None) -> Flask:
     return app
 
 
+class _RequestLog(WSGIRequestHandler):
+    """Werkzeug's access log, without the API key the request line carries in its query string."""
+
+    def log(self, type: str, message: str, *args) -> None:
+        super().log(type, message, *(redact(str(a), ()) for a in args))
+
+
+def _server(host: str, port: int, api_key: str | None) -> BaseWSGIServer:
+    return make_server(host, port, create_app(api_key), threaded=True, request_handler=_RequestLog)
+
+
 def serve_in_thread(
     host: str = "127.0.0.1", port: int = 0, api_key: str | None = None
 ) -> tuple[str, BaseWSGIServer]:
     """Serve a fresh sandbox from a daemon thread; returns (base_url, server); server.shutdown() stops it."""
-    server = make_server(host, port, create_app(api_key), threaded=True)
+    server = _server(host, port, api_key)
     threading.Thread(target=server.serve_forever, name="ix-sandbox", daemon=True).start()
     return f"http://{host}:{server.server_port}", server
 
@@ -1031,7 +1043,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=5055)
     parser.add_argument("--api-key", default=None, help="the only key accepted (default: any non-empty key)")
     args = parser.parse_args(argv)
-    server = make_server(args.host, args.port, create_app(args.api_key), threaded=True)
+    server = _server(args.host, args.port, args.api_key)
     print(f"InvoiceXpress sandbox listening on http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -225,3 +225,20 @@ def run_scheduled_now(queue) -> None:
     for job_id in registry.get_job_ids():
         registry.remove(job_id)
         queue._enqueue_job(queue.fetch_job(job_id))
+
+
+def test_a_finalize_ix_did_but_answered_500_is_not_sent_twice(sandbox, post_order, queue):
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="after",
+                  status=500, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    assert the_document().state == DocumentState.CREATED
+
+    run_scheduled_now(queue)
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    [ix] = sandbox.documents()
+    assert [h for h in ix["history"] if "settled" in str(h)]
+    # The resumed job read the document's state instead of finalizing it again.
+    assert sandbox.calls()["PUT /invoice_receipts/{id}/change-state.json"] == 1
+    assert len(ix["emails"]) == 1

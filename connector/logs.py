@@ -19,3 +19,5 @@ def configure(level: str) -> None:
     root.setLevel(level)
     # urllib3 logs full URLs at DEBUG, and IX's API key travels in the query string.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at INFO whenever migrations are loaded.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ from flask import Flask, current_app
 
 from connector import invoicing, jobs
 from connector.extensions import get_queue
+from connector.invoicexpress.client import encode_json
 from connector.platforms import PLATFORMS
 
 
@@ -66,7 +67,8 @@ def preview(plan: invoicing.Plan) -> dict:
         "currency": plan.currency,
         "expected_total": plan.expected_total,
         "computed_total": plan.computed_total,
-        "requests": plan.requests(),
+        # Bodies as they go on the wire: amounts are JSON numbers there, as IX's API describes them.
+        "requests": json.loads(encode_json(plan.requests())),
     }
 
 

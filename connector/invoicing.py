@@ -121,13 +121,19 @@ def plan_receipt(order: Order, taxes: TaxSettings, today: date | None = None) ->
             f"The invoice would total {plan.computed_total} {order.currency} but the customer paid "
             f"{order.total} {order.currency}; it is held so that no invoice shows a wrong amount."
         )
-    if order.customer.email:
-        plan.email_body = schemas.email_request(
-            order.customer.email,
-            subject=f"Fatura-recibo da encomenda {order.name}",
-            body=f"Obrigado pela sua compra. Segue em anexo a fatura-recibo da encomenda {order.name}.",
-        )
+    plan.email_body = email_body(order)
     return plan
+
+
+def email_body(order: Order) -> dict | None:
+    """The e-mail IX sends the customer with the document, or None when the order has no address."""
+    if not order.customer.email:
+        return None
+    return schemas.email_request(
+        order.customer.email,
+        subject=f"Fatura-recibo da encomenda {order.name}",
+        body=f"Obrigado pela sua compra. Segue em anexo a fatura-recibo da encomenda {order.name}.",
+    )
 
 
 def _none(plan: Plan, reason: str) -> Plan:
@@ -338,6 +344,9 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
     document = take_lease(document_id)
     if document is None:
         return None
+    if document.attempts > MAX_ATTEMPTS:
+        _fail(document, f"Gave up after {MAX_ATTEMPTS} attempts. Last problem: {document.last_error}")
+        return document.state
     record(document, "attempt", f"Attempt {document.attempts} from state {document.state}.")
     db.session.commit()
     try:
@@ -345,19 +354,38 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
     except RetryableError as error:
         _retry_later(document, error, schedule_retry)
     except PermanentError as error:
-        document.state = DocumentState.FAILED
-        document.last_error = f"InvoiceXpress refused the document: {error.message}"
-        record(document, "failed", document.last_error, error.status)
-        logger.warning("document %s failed: IX answered %s", document.id, error.status)
+        _fail(document, f"InvoiceXpress refused the document: {error.message}", error.status)
+    except Exception as error:
+        # A bug or the database away: RQ records the traceback; the sweeper retries after a backoff.
+        # Only the type is kept here, since driver messages can quote order data.
+        _release(document, f"Unexpected {type(error).__name__}; will retry.",
+                 backoff_seconds(document.attempts))
+        raise
     except BaseException:
-        # Killed mid-step (deploy, timeout): free the document at once, the sweeper resumes it.
-        db.session.rollback()
-        document.locked_until = None
-        db.session.commit()
+        # Told to stop (a deploy's SIGTERM) mid-step: hand the document back for the next worker now.
+        _release(document, "Interrupted by a worker shutdown; will resume.", 0)
         raise
     document.locked_until = None
     db.session.commit()
     return document.state
+
+
+def _fail(document: Document, message: str, status_code: int | None = None) -> None:
+    document.state = DocumentState.FAILED
+    document.last_error = message
+    document.locked_until = None
+    record(document, "failed", message, status_code)
+    db.session.commit()
+    logger.warning("document %s failed (IX status %s)", document.id, status_code)
+
+
+def _release(document: Document, message: str, delay: float) -> None:
+    db.session.rollback()
+    document.locked_until = None
+    document.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    document.last_error = message
+    record(document, "retry", message)
+    db.session.commit()
 
 
 def _walk(document: Document, client: Client) -> None:
@@ -387,9 +415,9 @@ def _walk(document: Document, client: Client) -> None:
         db.session.commit()
 
     if document.state == DocumentState.FINALIZED:
-        plan = plan_receipt(load_order(document.event), tax_settings())
-        if plan.email_body:
-            client.email_document(document.doc_type, document.ix_id, plan.email_body)
+        email = email_body(load_order(document.event))
+        if email:
+            client.email_document(document.doc_type, document.ix_id, email)
             _step(document, DocumentState.EMAILED, "E-mailed to the customer.")
         else:
             _step(document, DocumentState.EMAILED, "Not e-mailed: the order has no e-mail address.")
@@ -426,9 +454,7 @@ def _retry_later(document: Document, error: InvoiceXpressError, schedule_retry) 
     db.session.rollback()
     document.last_error = f"InvoiceXpress did not answer properly ({error.message}); retrying."
     if document.attempts >= MAX_ATTEMPTS:
-        document.state = DocumentState.FAILED
-        document.last_error = f"Gave up after {document.attempts} attempts: {error.message}"
-        record(document, "failed", document.last_error, error.status)
+        _fail(document, f"Gave up after {document.attempts} attempts: {error.message}", error.status)
         return
     delay = backoff_seconds(document.attempts, getattr(error, "retry_after", None))
     document.next_attempt_at = utcnow() + timedelta(seconds=delay)

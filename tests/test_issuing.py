@@ -242,3 +242,47 @@ def test_a_finalize_ix_did_but_answered_500_is_not_sent_twice(sandbox, post_orde
     # The resumed job read the document's state instead of finalizing it again.
     assert sandbox.calls()["PUT /invoice_receipts/{id}/change-state.json"] == 1
     assert len(ix["emails"]) == 1
+
+
+def test_an_unexpected_error_frees_the_document_and_the_sweeper_retries_it_after_a_backoff(
+        app, sandbox, post_order, queue):
+    real_factory = app.extensions["invoicexpress"]
+
+    class Broken:
+        def create_document(self, *args):
+            raise RuntimeError("customer ana@example.pt broke it")  # a message that must not be stored
+
+    app.extensions["invoicexpress"] = Broken
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    document = the_document()
+    assert document.state == DocumentState.PENDING
+    assert document.locked_until is None
+    assert document.last_error == "Unexpected RuntimeError; will retry."
+    assert jobs.sweep()["documents"] == 0  # not before its backoff
+
+    app.extensions["invoicexpress"] = real_factory
+    document = the_document()  # the sweep ended the session the row was read in
+    document.next_attempt_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    assert jobs.sweep()["documents"] == 1
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+
+
+def test_a_document_stops_retrying_after_the_last_attempt_and_says_so(sandbox, post_order, queue):
+    sandbox.fault(method="POST", path="/invoice_receipts.json", kind="status", status=503, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    document = the_document()
+    document.attempts = 30
+    document.next_attempt_at = None
+    db.session.commit()
+    queue.connection.flushall()  # its scheduled retry is lost: the sweeper has to find it
+
+    jobs.sweep()
+    drain(queue)
+    document = the_document()
+    assert document.state == DocumentState.FAILED
+    assert document.last_error.startswith("Gave up after 30 attempts")
+    assert sandbox.documents() == []

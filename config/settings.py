@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -40,6 +42,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         try:
             value = float(raw)
         except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
             problems.append(f"{name} must be a number, got {raw!r}")
             return default
         if value < minimum:
@@ -63,6 +67,9 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     api_key = required("INVOICEXPRESS_API_KEY")
     account = env.get("INVOICEXPRESS_ACCOUNT", "")
     base_url = env.get("INVOICEXPRESS_BASE_URL", "").rstrip("/")
+    if account and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", account):
+        problems.append("INVOICEXPRESS_ACCOUNT must be the bare account name (ACCOUNT in "
+                        f"ACCOUNT.app.invoicexpress.com), got {account!r}")
     if not base_url:
         if account:
             base_url = f"https://{account}.app.invoicexpress.com"

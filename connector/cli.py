@@ -49,10 +49,12 @@ def preview_command(platform: str, file, topic: str | None) -> None:
         if not isinstance(payload, dict):
             raise ValueError("the file does not hold a JSON object")
         if topic != module.PAID_TOPIC:
-            result = {"verdict": "none", "reasons": [f"The connector does not act on '{topic}' events yet."]}
+            plan = invoicing.Plan(verdict="none", reasons=[f"The connector does not act on '{topic}' events yet."],
+                                  currency=str(payload.get("currency") or ""))
         else:
             order = module.to_order(payload, store="preview", tax_id_keys=current_app.config["TAX_ID_KEYS"])
-            result = preview(invoicing.plan_receipt(order, invoicing.tax_settings()))
+            plan = invoicing.plan_receipt(order, invoicing.tax_settings())
+        result = preview(plan)
     except ValueError as error:  # unreadable JSON, or the platform's load error
         click.echo(f"error: {file.name} is not a readable {platform} event: {_one_line(error)}", err=True)
         sys.exit(1)

@@ -166,12 +166,6 @@ def test_the_topic_option_applies_to_a_paid_order_too(preview):
     assert output["verdict"] == "none"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contract gap: for a topic the connector does not act on, preview prints only platform, topic, "
-    "verdict and reasons; currency, expected_total, computed_total and requests are missing (a script "
-    "reading output['requests'] fails)",
-)
 def test_a_topic_the_connector_does_not_act_on_keeps_the_object_shape(preview):
     output = shown(preview("shopify", str(SHOPIFY / "refunds_create.json"), "--topic", "refunds/create"))
 

@@ -45,7 +45,7 @@ class Line:
     quantity: Decimal
     tax_rate: Decimal
     discount: Decimal = Decimal("0")
-    kind: str = "product"  # product | shipping | fee | tip
+    kind: str = "product"  # product | shipping | fee | tip | gift_card
     # Set when the shop sent something we cannot map to one VAT rate (e.g. several tax lines).
     tax_problem: str | None = None
 
@@ -66,3 +66,8 @@ class Order:
     lines: tuple[Line, ...]
     test: bool = False
     created_at: str | None = None  # ISO 8601 as sent by the shop
+    # The same order in the shop's own currency, when the platform sends both (for the exchange rate).
+    shop_currency: str | None = None
+    shop_total: Decimal | None = None
+    # Where the goods go (ISO 3166-1 alpha-2): decides exports and intra-EU supplies.
+    ship_to_country: str | None = None

@@ -110,6 +110,13 @@ class Client:
         payload = self._request("GET", _document_path(doc_type, document_id, ".json"))
         return self._document(doc_type, payload)
 
+    def update_document(self, doc_type: str, document_id: int, body: Mapping) -> dict:
+        """PUT /{doc_type}/{id}.json: replace a draft with `body` ({"invoice": {...}}, never a proprietary_uid).
+
+        IX replaces the whole draft, so the body must carry everything the draft should keep."""
+        payload = self._request("PUT", _document_path(doc_type, document_id, ".json"), body=body, allow_empty=True)
+        return _unwrap(doc_type, payload) or {}
+
     def change_state(self, doc_type: str, document_id: int, state: str, message: str | None = None) -> dict:
         """Move a document to `state` ("finalized", "canceled", ...); returns the document, or {} when IX
         answered without one."""

@@ -704,3 +704,15 @@ def test_client_module_imports_only_the_standard_library_and_requests():
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert imported - set(sys.stdlib_module_names) == {"requests"}
+
+
+@responses.activate
+def test_update_document_puts_the_draft_body_without_proprietary_uid():
+    responses.put(f"{BASE}/invoice_receipts/42.json", json={"invoice_receipt": {"id": 42, "status": "draft"}})
+    client = Client(BASE, API_KEY)
+    body = {"invoice": {"date": "25/11/2026", "due_date": "25/11/2026"}}
+
+    assert client.update_document("invoice_receipts", 42, body) == {"id": 42, "status": "draft"}
+    sent = responses.calls[0].request
+    assert json.loads(sent.body) == body
+    assert "api_key=" in sent.url

@@ -1,16 +1,25 @@
-"""Shopify: webhook signature and headers, and the `orders/paid` payload loaded into an `Order`."""
+"""Shopify: webhook signature and headers, and the `orders/paid` payload loaded into an `Order`.
+
+Money: every Shopify amount `x` comes with `x_set`, the same figure in two currencies.
+`to_order(money="presentment")` (the default) takes `presentment_money`, what the customer saw and
+paid, in the currency they paid in: an invoice-receipt states what the customer was charged.
+`money="shop"` takes `shop_money`, the store's own accounting currency (the order's `currency`), for
+a store that invoices in its own currency whatever the buyer paid in. Either way the order also
+carries its total in the shop currency (`Order.shop_total`), from which the exchange rate follows.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
 from connector.orders import Address, Customer, Line, Order
 
@@ -30,6 +39,9 @@ DEFAULT_TAX_ID_KEYS = (
 )
 
 _ZERO = Decimal(0)
+
+# Which side of Shopify's money sets an order is loaded from (see the module docstring).
+MONEY_SIDES = {"presentment": "presentment_money", "shop": "shop_money"}
 
 
 # --- headers and signature ---------------------------------------------------------------------------
@@ -82,24 +94,34 @@ def store(headers: Mapping[str, str]) -> str:
 
 # --- payload schemas ---------------------------------------------------------------------------------
 #
-# Money is taken in the *presentment* currency, the one the buyer saw and paid in: the invoice-receipt
-# must state what the customer was charged. For a multi-currency store the shop-currency figures are a
-# conversion that would not match the payment. Every amount `x` has a sibling `x_set` whose
-# `presentment_money.amount` is that figure. The plain field (shop currency) is only a fallback for a
-# payload that lacks the `_set`; on a single-currency store the two are the same.
+# Every amount `x` has a sibling `x_set` whose `presentment_money.amount` and `shop_money.amount` are
+# the figure in the buyer's and in the shop's currency. Before loading, each `x` is replaced by the
+# side asked for; the plain field (shop currency in Shopify) stays only where a payload lacks the
+# `_set` (older or hand-made payloads). On a single-currency store both sides are the same.
 
 
-def _use_presentment(data: Any, *names: str) -> Any:
-    """A copy of `data` whose money fields hold their presentment amount where the payload has one."""
-    if not isinstance(data, Mapping):
-        return data  # let the schema report the wrong type
-    data = dict(data)
-    for name in names:
-        money_set = data.get(f"{name}_set")
-        presentment = money_set.get("presentment_money") if isinstance(money_set, Mapping) else None
-        if isinstance(presentment, Mapping) and presentment.get("amount") is not None:
-            data[name] = presentment["amount"]
-    return data
+def _with_amounts(node: Any, side: str) -> Any:
+    """A copy of `node` where every amount `x` holds `x_set[side].amount`, wherever the payload has one."""
+    if isinstance(node, list):
+        return [_with_amounts(item, side) for item in node]
+    if not isinstance(node, Mapping):
+        return node  # a scalar, or a wrong type the schema reports
+    copied = {key: _with_amounts(value, side) for key, value in node.items()}
+    for key, value in node.items():
+        if isinstance(key, str) and key.endswith("_set") and isinstance(value, Mapping):
+            money = value.get(side)
+            if isinstance(money, Mapping) and money.get("amount") is not None:
+                copied[key.removesuffix("_set")] = money["amount"]
+    return copied
+
+
+def _shop_amount(data: Mapping, name: str) -> Any:
+    """`name` in the shop currency: its `_set`'s shop money, else the plain field (None if neither)."""
+    money_set = data.get(f"{name}_set")
+    shop = money_set.get("shop_money") if isinstance(money_set, Mapping) else None
+    if isinstance(shop, Mapping) and shop.get("amount") is not None:
+        return shop["amount"]
+    return data.get(name)
 
 
 def _money(**kwargs: Any) -> fields.Decimal:
@@ -126,17 +148,9 @@ class _TaxLineSchema(_Schema):
     rate = fields.Decimal(required=True, validate=validate.Range(min=0))  # a fraction: 0.23 for 23 %
     price = _money(required=True)
 
-    @pre_load
-    def _presentment(self, data: Any, **kwargs: Any) -> Any:
-        return _use_presentment(data, "price")
-
 
 class _DiscountAllocationSchema(_Schema):
     amount = _money(required=True)
-
-    @pre_load
-    def _presentment(self, data: Any, **kwargs: Any) -> Any:
-        return _use_presentment(data, "amount")
 
 
 def _percent(rate: Decimal) -> Decimal:
@@ -179,12 +193,10 @@ class _LineItemSchema(_Schema):
     taxable = fields.Boolean(load_default=True)
     gift_card = fields.Boolean(load_default=False)
     tip = fields.Raw(allow_none=True, load_default=None)
+    # Only tip lines have this key (its value may be null), so its presence is what counts.
+    tip_payment_gateway = fields.Raw(allow_none=True)
     tax_lines = fields.List(fields.Nested(_TaxLineSchema), load_default=list)
     discount_allocations = fields.List(fields.Nested(_DiscountAllocationSchema), load_default=list)
-
-    @pre_load
-    def _presentment(self, data: Any, **kwargs: Any) -> Any:
-        return _use_presentment(data, "price")
 
     @post_load
     def _to_line(self, data: dict[str, Any], **kwargs: Any) -> Line:
@@ -199,14 +211,22 @@ class _LineItemSchema(_Schema):
             key = f"shopify-line-{data['id']}"
         title = (data["title"] or data["name"] or "").strip()
         variant = (data["variant_title"] or "").strip()
-        tip = data["tip"] is not None or ((data["name"] or title).lower() == "tip" and not data["product_id"])
-        tax_rate, tax_problem = _tax(data["tax_lines"], data["taxable"])
+        tip = (
+            data["tip"] is not None
+            or "tip_payment_gateway" in data
+            or ((data["name"] or title).lower() == "tip" and not data["product_id"])
+        )
         if data["gift_card"]:
-            # Shopify gift cards are multi-purpose vouchers: under the EU voucher rules (adopted in
-            # Portugal) their sale is outside VAT and the VAT is charged when the card is spent, so
-            # Shopify sells them untaxed. A 0 % line needs an exemption reason, and whether to issue an
-            # invoice for the sale at all is the accountant's call: flag it rather than guess.
-            tax_problem = "gift card sale: VAT is due when the card is spent, not when it is sold"
+            # Shopify gift cards are multi-purpose vouchers: their sale is outside VAT (the VAT is
+            # charged when the card is spent), so Shopify sells them untaxed. How such a line is
+            # invoiced (exemption reason, or not at all) is the invoicing layer's decision.
+            kind = "gift_card"
+            tax_rate, tax_problem = _ZERO, None
+            if any(t["price"] for t in data["tax_lines"]):
+                tax_problem = "this gift card sale carries tax, but gift cards are sold outside VAT"
+        else:
+            kind = "tip" if tip else "product"
+            tax_rate, tax_problem = _tax(data["tax_lines"], data["taxable"])
         return Line(
             key=key,
             description=f"{title} — {variant}" if variant else title,
@@ -214,7 +234,7 @@ class _LineItemSchema(_Schema):
             quantity=Decimal(data["quantity"]),
             tax_rate=tax_rate,
             discount=sum((a["amount"] for a in data["discount_allocations"]), _ZERO),
-            kind="tip" if tip else "product",
+            kind=kind,
             tax_problem=tax_problem,
         )
 
@@ -225,10 +245,6 @@ class _ShippingLineSchema(_Schema):
     discounted_price = _money(allow_none=True, load_default=None)
     tax_lines = fields.List(fields.Nested(_TaxLineSchema), load_default=list)
     discount_allocations = fields.List(fields.Nested(_DiscountAllocationSchema), load_default=list)
-
-    @pre_load
-    def _presentment(self, data: Any, **kwargs: Any) -> Any:
-        return _use_presentment(data, "price", "discounted_price")
 
     @post_load
     def _to_line(self, data: dict[str, Any], **kwargs: Any) -> Line | None:
@@ -301,6 +317,8 @@ class _OrderSchema(_Schema):
     test = fields.Boolean(load_default=False)
     # Required: it decides whether every price is gross or net, so guessing would be wrong by the VAT.
     taxes_included = fields.Boolean(required=True)
+    # Not a Shopify key: to_order puts the shop-currency total here, whichever side is loaded.
+    shop_total_price = _money(data_key="total_price_set.shop_money", allow_none=True, load_default=None)
     processed_at = fields.String(allow_none=True, load_default=None)
     created_at = fields.String(allow_none=True, load_default=None)
     email = _text()
@@ -311,10 +329,6 @@ class _OrderSchema(_Schema):
     note_attributes = fields.List(fields.Nested(_NoteAttributeSchema), allow_none=True, load_default=list)
     line_items = fields.List(fields.Nested(_LineItemSchema), required=True, validate=validate.Length(min=1))
     shipping_lines = fields.List(fields.Nested(_ShippingLineSchema), allow_none=True, load_default=list)
-
-    @pre_load
-    def _presentment(self, data: Any, **kwargs: Any) -> Any:
-        return _use_presentment(data, "total_price")
 
 
 _ORDER_SCHEMA = _OrderSchema()
@@ -356,13 +370,35 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def _tax_id(note_attributes: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str | None:
+def _tax_id_attribute(note_attributes: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str | None:
     wanted = {_fold(k) for k in keys}
     for attribute in note_attributes:
         value = attribute["value"]
         if _fold(attribute["name"] or "") in wanted and value is not None and str(value).strip():
             return str(value).strip()
     return None
+
+
+# Prefixes of member states' VAT numbers (Greece is EL; XI is Northern Ireland's goods trade).
+_EU_VAT_PREFIXES = "AT BE BG CY CZ DE DK EE EL ES FI FR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK XI"
+# A tax number written inside a company name: a Portuguese NIF (9 digits, maybe after "PT"), or an EU
+# VAT number (an upper-case member-state prefix, then 2–13 letters and digits with at least one digit),
+# as a whole token. "Papelaria Lda - NIF 501964843" → 501964843, "Acme SL ESB58378431" → ESB58378431.
+_TAX_ID_IN_TEXT = re.compile(
+    r"(?<![A-Za-z0-9])(?:"
+    r"(?P<nif>(?:[Pp][Tt][ -]?)?\d{9})"
+    rf"|(?P<vat>(?:{'|'.join(_EU_VAT_PREFIXES.split())})[ -]?(?=[A-Za-z]*\d)[A-Za-z0-9]{{2,13}})"
+    r")(?![A-Za-z0-9])"
+)
+
+
+def _tax_id_in(text: str) -> str | None:
+    """The first tax-number-looking token in `text`, upper case and without separators; None if none.
+
+    Only the shape is checked: whether the number is valid is decided with the rest of the buyer's data.
+    """
+    match = _TAX_ID_IN_TEXT.search(text or "")
+    return re.sub(r"[ -]", "", match.group()).upper() if match else None
 
 
 def _customer(data: Mapping[str, Any], order_id: int, tax_id_keys: Sequence[str]) -> Customer:
@@ -390,27 +426,55 @@ def _customer(data: Mapping[str, Any], order_id: int, tax_id_keys: Sequence[str]
             postal_code=address.get("zip", ""),
             country_code=address.get("country_code", "").upper(),
         ),
-        tax_id=_tax_id(data["note_attributes"] or [], tax_id_keys),
+        # The cart attribute the shop collects it in, else a number the buyer wrote in a company field.
+        tax_id=_tax_id_attribute(data["note_attributes"] or [], tax_id_keys)
+        or _tax_id_in((billing or {}).get("company", ""))
+        or _tax_id_in((data["shipping_address"] or {}).get("company", "")),
     )
 
 
-def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = DEFAULT_TAX_ID_KEYS) -> Order:
+def _ship_to_country(data: Mapping[str, Any]) -> str | None:
+    """Where the goods go: the shipping address's country, else the billing address's."""
+    for address in (data["shipping_address"], data["billing_address"]):
+        if address and address["country_code"]:
+            return address["country_code"].upper()
+    return None
+
+
+def to_order(
+    payload: Mapping,
+    *,
+    store: str,
+    tax_id_keys: Sequence[str] = DEFAULT_TAX_ID_KEYS,
+    money: Literal["presentment", "shop"] = "presentment",
+) -> Order:
     """Load an order webhook body (orders/paid, orders/create…) into an `Order`.
+
+    `money` picks the currency every amount is loaded in: "presentment" (default), what the customer
+    paid in; "shop", the store's accounting currency (see the module docstring).
 
     Raises:
         OrderLoadError: the payload is not a well-formed Shopify order.
+        ValueError: `money` is neither "presentment" nor "shop".
     """
+    if money not in MONEY_SIDES:
+        raise ValueError(f"money must be one of {', '.join(MONEY_SIDES)}, not {money!r}")
+    prepared = _with_amounts(payload, MONEY_SIDES[money])
+    if isinstance(payload, Mapping) and isinstance(prepared, dict):
+        prepared["total_price_set.shop_money"] = _shop_amount(payload, "total_price")
     try:
-        data = _ORDER_SCHEMA.load(payload)
+        data = _ORDER_SCHEMA.load(prepared)
     except ValidationError as error:
         raise OrderLoadError(error.normalized_messages()) from None
     shipping = [line for line in data["shipping_lines"] or [] if line is not None]
+    shop_currency = data["currency"].upper()
+    currency = shop_currency if money == "shop" else (data["presentment_currency"] or shop_currency).upper()
     return Order(
         platform="shopify",
         store=store,
         order_id=str(data["id"]),
         name=data["name"] or "",
-        currency=(data["presentment_currency"] or data["currency"]).upper(),
+        currency=currency,
         taxes_included=data["taxes_included"],
         total=data["total_price"],
         financial_status=data["financial_status"] or "",
@@ -418,4 +482,7 @@ def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = DEFAU
         lines=(*data["line_items"], *shipping),
         test=data["test"],
         created_at=data["processed_at"] or data["created_at"],
+        shop_currency=shop_currency,
+        shop_total=data["shop_total_price"],
+        ship_to_country=_ship_to_country(data),
     )

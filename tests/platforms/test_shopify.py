@@ -126,6 +126,9 @@ def test_b2c_tax_included_order():
         ),
         test=False,
         created_at="2026-11-20T14:32:07+00:00",
+        shop_currency="EUR",
+        shop_total=Decimal("59.86"),
+        ship_to_country="PT",
     )
     assert sum(line.unit_price * line.quantity for line in order.lines) == order.total
 
@@ -230,6 +233,72 @@ def test_presentment_money_wins_over_shop_money():
     assert (chair.unit_price, chair.discount) == (Decimal("298.00"), Decimal("29.80"))
     assert (lamp.unit_price, lamp.discount) == (Decimal("79.80"), Decimal("15.96"))
     assert shipping.unit_price == Decimal("13.80")
+
+
+def test_shop_money_loads_every_amount_in_the_shop_currency():
+    payload = load("paid_usd_presentment.json")
+
+    paid = shopify.to_order(payload, store=STORE)
+    shop = shopify.to_order(payload, store=STORE, money="shop")
+
+    assert (paid.currency, paid.total, paid.shop_currency, paid.shop_total) == (
+        "USD",
+        Decimal("56.14"),
+        "EUR",
+        Decimal("51.78"),
+    )
+    assert (shop.currency, shop.total, shop.shop_currency, shop.shop_total) == (
+        "EUR",
+        Decimal("51.78"),
+        "EUR",
+        Decimal("51.78"),
+    )
+    assert [line.unit_price for line in paid.lines] == [Decimal("27.00"), Decimal("10.83"), Decimal("7.48")]
+    assert [line.unit_price for line in shop.lines] == [Decimal("24.90"), Decimal("9.99"), Decimal("6.90")]
+    assert sum(line.unit_price * line.quantity for line in shop.lines) == shop.total
+
+
+def test_shop_money_takes_discounts_from_the_shop_side_too():
+    payload = load("paid_with_discount_and_nif.json")
+    _double_presentment(payload)
+    payload["presentment_currency"] = "USD"
+
+    order = shopify.to_order(payload, store=STORE, money="shop")
+
+    assert (order.currency, order.total, order.shop_total) == ("EUR", Decimal("212.82"), Decimal("212.82"))
+    chair, lamp, shipping = order.lines
+    assert (chair.unit_price, chair.discount) == (Decimal("149.00"), Decimal("14.90"))
+    assert (lamp.unit_price, lamp.discount) == (Decimal("39.90"), Decimal("7.98"))
+    assert shipping.unit_price == Decimal("6.90")
+
+
+def test_shop_money_falls_back_to_the_plain_fields():
+    payload = load("paid_usd_presentment.json")
+    del payload["total_price_set"], payload["line_items"][0]["price_set"]
+
+    order = shopify.to_order(payload, store=STORE, money="shop")
+    paid = shopify.to_order(payload, store=STORE)
+
+    # Shopify's plain fields are shop money.
+    assert (order.total, order.lines[0].unit_price) == (Decimal("51.78"), Decimal("24.90"))
+    assert (paid.shop_total, paid.total, paid.lines[1].unit_price) == (
+        Decimal("51.78"),
+        Decimal("51.78"),
+        Decimal("10.83"),
+    )
+
+
+def test_an_unknown_money_side_is_refused():
+    with pytest.raises(ValueError, match="money"):
+        shopify.to_order(paid_order(), store=STORE, money="settlement")
+
+
+def test_a_malformed_shop_total_is_reported_with_its_path():
+    payload = paid_order()
+    payload["total_price_set"]["shop_money"]["amount"] = "lots"
+
+    with pytest.raises(shopify.OrderLoadError, match="total_price_set.shop_money: "):
+        shopify.to_order(payload, store=STORE)
 
 
 def test_plain_amounts_are_used_when_there_is_no_money_set():
@@ -406,14 +475,46 @@ def test_a_tip_line_is_a_tip():
     )
 
 
-def test_a_gift_card_sale_is_flagged():
-    payload = paid_order()
-    payload["line_items"][1].update(gift_card=True, taxable=False, tax_lines=[])
+def test_a_gift_card_sale_is_a_gift_card_line_without_a_tax_problem():
+    order = shopify.to_order(load("paid_gift_card_sale.json"), store=STORE)
 
-    line = shopify.to_order(payload, store=STORE).lines[1]
+    card, candle, shipping = order.lines
+    assert (card.kind, card.unit_price, card.tax_rate, card.tax_problem) == (
+        "gift_card",
+        Decimal("50.00"),
+        0,
+        None,
+    )
+    assert (candle.kind, candle.tax_rate) == ("product", 23)
+    assert shipping.kind == "shipping"
 
-    assert line.kind == "product"
-    assert line.tax_problem.startswith("gift card sale")
+
+def test_a_gift_card_sale_carrying_tax_is_flagged():
+    payload = load("paid_gift_card_sale.json")
+    payload["line_items"][0]["tax_lines"] = [_tax_line(0.23, "9.35")]
+
+    line = shopify.to_order(payload, store=STORE).lines[0]
+
+    assert (line.kind, line.tax_rate) == ("gift_card", 0)
+    assert line.tax_problem
+
+
+def test_a_tip_line_is_recognised_by_its_tip_payment_gateway():
+    order = shopify.to_order(load("paid_tip.json"), store=STORE)
+
+    product, tip, shipping = order.lines
+    assert (tip.kind, tip.description, tip.unit_price, tip.tax_rate, tip.tax_problem) == (
+        "tip",
+        "Tip",
+        Decimal("3.00"),
+        0,
+        None,
+    )
+    assert product.kind == "product"
+
+    payload = load("paid_tip.json")
+    payload["line_items"][1].update(name="Gorjeta", title="Gorjeta")
+    assert shopify.to_order(payload, store=STORE).lines[1].kind == "tip"
 
 
 def test_shipping_discount_is_taken_from_its_allocations():
@@ -451,6 +552,55 @@ def test_nif_keys_can_be_configured_and_empty_values_are_skipped():
     assert shopify.to_order(payload, store=STORE, tax_id_keys=["contribuinte nif"]).customer.tax_id == "123"
 
 
+@pytest.mark.parametrize(
+    ("company", "tax_id"),
+    [
+        ("Papelaria Lda - NIF 501964843", "501964843"),
+        ("Exemplo Unipessoal Lda NIF 509999999", "509999999"),
+        ("Exemplo Lda (NIF: 509999999)", "509999999"),
+        ("509999999 Exemplo Lda", "509999999"),
+        ("Exemplo Lda, PT509999999", "PT509999999"),
+        ("Exemplo Lda pt 509999999", "PT509999999"),
+        ("Distribuciones Ejemplo SL ESB58378431", "ESB58378431"),
+        ("Beispiel GmbH, USt-IdNr. DE123456789", "DE123456789"),
+        ("Voorbeeld BV NL-123456789B01", "NL123456789B01"),
+        ("Exemplo Lda, NIF 123 (ver nota)", None),  # too short to be a NIF
+        ("Exemplo Lda 5099999991", None),  # ten digits: not a NIF
+        ("Papelaria Exemplo, Lda", None),
+        ("Desk2000, Lda", None),  # "De" + digits is a word, not an upper-case VAT prefix
+        ("ESTUDIO Lda", None),  # a VAT prefix but no digits
+        ("", None),
+    ],
+)
+def test_a_tax_id_is_read_from_the_billing_company(company, tax_id):
+    payload = paid_order()
+    payload["billing_address"]["company"] = company
+
+    customer = shopify.to_order(payload, store=STORE).customer
+
+    assert customer.tax_id == tax_id
+    assert customer.company == (company or None)  # the company keeps its whole text
+
+
+def test_the_tax_id_attribute_wins_over_the_company_then_the_shipping_company_is_read():
+    payload = paid_order()
+    payload["note_attributes"] = [{"name": "NIF", "value": "501964843"}]
+    payload["billing_address"]["company"] = "Exemplo Lda NIF 509999999"
+    assert shopify.to_order(payload, store=STORE).customer.tax_id == "501964843"
+
+    payload["note_attributes"] = []
+    payload["billing_address"]["company"] = "Exemplo Lda"
+    payload["shipping_address"]["company"] = "Exemplo Lda NIF 509999999"
+    customer = shopify.to_order(payload, store=STORE).customer
+    assert (customer.tax_id, customer.company) == ("509999999", "Exemplo Lda")
+
+
+def test_b2b_fixture_takes_the_nif_from_the_company():
+    customer = shopify.to_order(load("paid_b2b_nif_in_company.json"), store=STORE).customer
+
+    assert (customer.tax_id, customer.company) == ("509999999", "Exemplo Unipessoal Lda NIF 509999999")
+
+
 def test_address_falls_back_to_the_shipping_address():
     payload = paid_order()
     payload["billing_address"] = None
@@ -461,6 +611,24 @@ def test_address_falls_back_to_the_shipping_address():
     assert customer.address.city == "Sintra"
     assert customer.name == "Ana Silva"  # from the customer record now
     assert customer.company is None
+
+
+def test_ship_to_country_is_the_shipping_country_else_the_billing_one():
+    payload = load("paid_usd_presentment.json")  # billed in the United States, shipped to Lisbon
+    assert shopify.to_order(payload, store=STORE).ship_to_country == "PT"
+    assert shopify.to_order(payload, store=STORE).customer.address.country_code == "US"
+
+    payload["shipping_address"]["country_code"] = "es"
+    assert shopify.to_order(payload, store=STORE).ship_to_country == "ES"
+
+    payload["shipping_address"] = None
+    assert shopify.to_order(payload, store=STORE).ship_to_country == "US"
+
+    payload["billing_address"]["country_code"] = ""
+    assert shopify.to_order(payload, store=STORE).ship_to_country is None
+
+    payload["billing_address"] = None
+    assert shopify.to_order(payload, store=STORE).ship_to_country is None
 
 
 def test_customer_without_id_or_email_is_keyed_by_order():
@@ -477,3 +645,56 @@ def test_email_falls_back_to_contact_email_then_the_customer_record():
     payload.update(email=None, contact_email="")
 
     assert shopify.to_order(payload, store=STORE).customer.email == "ana.silva@example.pt"
+
+
+# --- the fixture catalogue ---------------------------------------------------------------------------
+
+CASES = json.loads((FIXTURES / "cases.json").read_text(encoding="utf-8"))
+# Fixtures written before the catalogue, without a `_comment`.
+_UNCOMMENTED = {
+    "authorized_not_paid.json",
+    "paid_b2c_tax_included.json",
+    "paid_foreign_customer.json",
+    "paid_mixed_rates.json",
+    "paid_tax_excluded.json",
+    "paid_with_discount_and_nif.json",
+}
+
+
+def _amount(node, name, side):
+    """An amount of a raw payload node on one side of its money set (plain field if it has none)."""
+    money = (node.get(f"{name}_set") or {}).get(side) or {}
+    return Decimal(money.get("amount") or node[name])
+
+
+def _adds_up(order, payload, side):
+    """Σ lines (unit price × quantity − discount), + the fixture's per-line taxes when tax-excluded."""
+    lines = sum(line.unit_price * line.quantity - line.discount for line in order.lines)
+    if not order.taxes_included:
+        taxed = [*payload["line_items"], *(payload["shipping_lines"] or [])]
+        lines += sum(_amount(tax, "price", side) for item in taxed for tax in item["tax_lines"])
+    return abs(lines - order.total) <= Decimal("0.01") * len(order.lines)
+
+
+def test_cases_name_every_order_fixture_once():
+    files = [case["file"] for case in CASES]
+    orders = sorted(p.name for p in FIXTURES.glob("*.json") if p.name not in {"cases.json", "refunds_create.json"})
+
+    assert sorted(files) == orders
+    assert all(case["expect"] in {"issue", "hold", "none"} for case in CASES)
+    assert all(case["exemption"] in {None, "M05", "M16", "M99"} for case in CASES)
+    assert all(case["case"] and case["note"] and "\n" not in case["case"] for case in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["file"] for case in CASES])
+def test_fixture_loads_and_adds_up(case):
+    payload = load(case["file"])
+
+    order = shopify.to_order(payload, store=STORE)
+    shop = shopify.to_order(payload, store=STORE, money="shop")
+
+    assert (order.total, order.currency) == (Decimal(case["paid_total"]), case["currency"])
+    assert _adds_up(order, payload, "presentment_money")
+    assert (shop.currency, shop.total) == (order.shop_currency, order.shop_total)
+    assert _adds_up(shop, payload, "shop_money")
+    assert case["file"] in _UNCOMMENTED or payload["_comment"].strip()

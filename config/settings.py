@@ -19,7 +19,7 @@ PLATFORM_SECRETS = {
 SUPPORTED_PLATFORMS = ("shopify",)
 
 # Rate (percent) → the IX account's tax name. IX's default PT account names; each account can differ.
-DEFAULT_TAX_NAMES = "23=IVA23,13=IVA13,6=IVA6,22=IVA22,12=IVA12,5=IVA5,16=IVA16,9=IVA9,4=IVA4"
+DEFAULT_TAX_NAMES = "23=IVA23,13=IVA13,6=IVA6,22=IVA22,12=IVA12,5=IVA5,16=IVA16,9=IVA9,4=IVA4,0=IVA0"
 DEFAULT_TAX_ID_KEYS = "nif,nipc,contribuinte,vat,vat_number,vat number,tax_id,numero de contribuinte"
 
 
@@ -78,7 +78,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     elif urlsplit(base_url).scheme not in ("http", "https"):
         problems.append("INVOICEXPRESS_BASE_URL must be an http(s) URL")
 
-    tax_names = _tax_names(env.get("INVOICEXPRESS_TAX_NAMES") or DEFAULT_TAX_NAMES, problems)
+    issuing = {key: parse(env.get(var) or default, var, problems)
+               for key, (var, default, parse) in ISSUING.items()}
 
     config = {
         "SQLALCHEMY_DATABASE_URI": database_url,
@@ -89,8 +90,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "INVOICEXPRESS_API_KEY": api_key,
         "INVOICEXPRESS_CONNECT_TIMEOUT": number("INVOICEXPRESS_CONNECT_TIMEOUT", 5, 0.1),
         "INVOICEXPRESS_READ_TIMEOUT": number("INVOICEXPRESS_READ_TIMEOUT", 30, 0.1),
-        "INVOICEXPRESS_TAX_NAMES": tax_names,
-        "TAX_ID_KEYS": tuple(k.lower() for k in _split(env.get("TAX_ID_KEYS") or DEFAULT_TAX_ID_KEYS)),
+        # How documents are issued; every store can override each of these (`flask stores set`).
+        "ISSUING": issuing,
         "MAX_CONTENT_LENGTH": int(number("MAX_WEBHOOK_BYTES", 2 * 1024 * 1024, 1024)),
         "DOCUMENT_LEASE_SECONDS": number("DOCUMENT_LEASE_SECONDS", 90, 1),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 60, 1),
@@ -101,6 +102,40 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if problems:
         raise ConfigError("The connector cannot start:\n" + "\n".join(f"- {p}" for p in problems))
     return config
+
+
+def _tax_id_keys(raw: str, name: str, problems: list[str]) -> tuple[str, ...]:
+    return tuple(key.lower() for key in _split(raw))
+
+
+def _exemption(raw: str, name: str, problems: list[str]) -> str | None:
+    from connector.fiscal import EXEMPTION_REASONS
+
+    code = raw.strip().upper()
+    if code and code not in EXEMPTION_REASONS:
+        problems.append(f"{name} must be an exemption reason code such as M10 (M01 to M99), got {raw!r}")
+    return code or None
+
+
+def _choice(*choices: str):
+    def parse(raw: str, name: str, problems: list[str]) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            problems.append(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _text(raw: str, name: str, problems: list[str]) -> str | None:
+    return raw.strip() or None
+
+
+def _boolean(raw: str, name: str, problems: list[str]) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        problems.append(f"{name} must be true or false, got {raw!r}")
+    return value in ("true", "1", "yes")
 
 
 def _split(raw: str) -> list[str]:
@@ -117,15 +152,41 @@ def _database_url(url: str, problems: list[str]) -> str:
     return url
 
 
-def _tax_names(raw: str, problems: list[str]) -> dict[Decimal, str]:
+def _tax_names(raw: str, setting: str, problems: list[str]) -> dict[Decimal, str]:
     names: dict[Decimal, str] = {}
     for pair in _split(raw):
         rate, _, name = pair.partition("=")
         try:
-            names[Decimal(rate.strip()).normalize()] = name.strip()
+            names[Decimal(rate.strip())] = name.strip()
         except InvalidOperation:
-            problems.append(f"INVOICEXPRESS_TAX_NAMES: {pair!r} is not RATE=NAME")
+            problems.append(f"{setting}: {pair!r} is not RATE=NAME")
             continue
         if not name.strip():
-            problems.append(f"INVOICEXPRESS_TAX_NAMES: {pair!r} has no tax name")
+            problems.append(f"{setting}: {pair!r} has no tax name")
     return names
+
+
+# Issuing settings: key → (environment variable, default, parser). The environment sets them for every
+# store; a store's own value (stores.settings, by key) wins.
+ISSUING = {
+    "tax_names": ("INVOICEXPRESS_TAX_NAMES", DEFAULT_TAX_NAMES, _tax_names),
+    "tax_exemption_reason": ("TAX_EXEMPTION_REASON", "", _exemption),
+    "invalid_tax_id": ("INVALID_TAX_ID", "consumer", _choice("consumer", "hold")),
+    "document_type": ("DOCUMENT_TYPE", "invoice_receipt", _choice("invoice_receipt", "invoice")),
+    "sequence_id": ("INVOICEXPRESS_SEQUENCE_ID", "", _text),
+    "issue_test_orders": ("ISSUE_TEST_ORDERS", "false", _boolean),
+    "tax_id_keys": ("TAX_ID_KEYS", DEFAULT_TAX_ID_KEYS, _tax_id_keys),
+    "invoice_currency": ("INVOICE_CURRENCY", "presentment", _choice("presentment", "shop")),
+}
+
+
+def parse_store_settings(raw: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """A store's own settings (key → text, as kept in stores.settings), parsed; and the problems."""
+    problems: list[str] = []
+    parsed = {}
+    for key, value in raw.items():
+        if key not in ISSUING:
+            problems.append(f"{key} is not a store setting (one of: {', '.join(ISSUING)})")
+            continue
+        parsed[key] = ISSUING[key][2](str(value), key, problems)
+    return parsed, problems

@@ -1,4 +1,4 @@
-"""Flask commands: the worker, preview of an order, and a one-off sweep."""
+"""Flask commands: the worker, preview of an order, a one-off sweep, and per-store settings."""
 
 from __future__ import annotations
 
@@ -7,18 +7,24 @@ import sys
 from decimal import Decimal
 
 import click
+import sqlalchemy as sa
 from flask import Flask, current_app
 
+from config.settings import parse_store_settings
 from connector import invoicing, jobs
-from connector.extensions import get_queue
+from connector.extensions import db, get_queue
 from connector.invoicexpress.client import encode_json
+from connector.models import Store
+from connector.plans import Plan, plan_sale
 from connector.platforms import PLATFORMS
+from connector.webhooks import find_or_create_store
 
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(preview_command)
     app.cli.add_command(sweep_command)
+    app.cli.add_command(stores_command)
 
 
 @click.command("worker")
@@ -49,11 +55,14 @@ def preview_command(platform: str, file, topic: str | None) -> None:
         if not isinstance(payload, dict):
             raise ValueError("the file does not hold a JSON object")
         if topic != module.PAID_TOPIC:
-            plan = invoicing.Plan(verdict="none", reasons=[f"The connector does not act on '{topic}' events yet."],
-                                  currency=str(payload.get("currency") or ""))
+            plan = Plan(verdict="none", reasons=[f"The connector does not act on '{topic}' events yet."],
+                        currency=str(payload.get("currency") or ""))
         else:
-            order = module.to_order(payload, store="preview", tax_id_keys=current_app.config["TAX_ID_KEYS"])
-            plan = invoicing.plan_receipt(order, invoicing.tax_settings())
+            # The environment's settings: a store's own values apply once it is live (`flask stores`).
+            settings = invoicing.settings_for(None)
+            order = module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
+                                    money=settings.invoice_currency)
+            plan = plan_sale(order, settings)
         result = preview(plan)
     except ValueError as error:  # unreadable JSON, or the platform's load error
         click.echo(f"error: {file.name} is not a readable {platform} event: {_one_line(error)}", err=True)
@@ -62,10 +71,10 @@ def preview_command(platform: str, file, topic: str | None) -> None:
                           ensure_ascii=False))
 
 
-def preview(plan: invoicing.Plan) -> dict:
+def preview(plan: Plan) -> dict:
     return {
         "verdict": plan.verdict,
-        "reasons": plan.reasons,
+        "reasons": plan.reasons + plan.notes,
         "currency": plan.currency,
         "expected_total": plan.expected_total,
         "computed_total": plan.computed_total,
@@ -82,3 +91,43 @@ def _json_value(value):
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"cannot show {type(value).__name__}")
+
+
+@click.group("stores")
+def stores_command() -> None:
+    """See and change each store's own issuing settings (over the environment's)."""
+
+
+@stores_command.command("list")
+def stores_list() -> None:
+    """Every store the connector has heard from, with its own settings."""
+    for store in db.session.scalars(sa.select(Store).order_by(Store.id)):
+        click.echo(json.dumps({"platform": store.platform, "store": store.domain, "settings": store.settings}))
+
+
+@stores_command.command("set")
+@click.argument("domain")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--platform", default="shopify", show_default=True)
+def stores_set(domain: str, pairs: tuple[str, ...], platform: str) -> None:
+    """Set store settings, e.g. `flask stores set shop.myshopify.com document_type=invoice`."""
+    values = dict(pair.partition("=")[::2] for pair in pairs)
+    _, problems = parse_store_settings(values)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    store = find_or_create_store(platform, domain.lower())
+    store.settings = {**store.settings, **values}
+    db.session.commit()
+    click.echo(json.dumps({"store": store.domain, "settings": store.settings}))
+
+
+@stores_command.command("unset")
+@click.argument("domain")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--platform", default="shopify", show_default=True)
+def stores_unset(domain: str, keys: tuple[str, ...], platform: str) -> None:
+    """Go back to the environment's value for these settings."""
+    store = find_or_create_store(platform, domain.lower())
+    store.settings = {k: v for k, v in store.settings.items() if k not in keys}
+    db.session.commit()
+    click.echo(json.dumps({"store": store.domain, "settings": store.settings}))

@@ -1,4 +1,5 @@
-"""What an order owes, and the issuing state machine that gets it into InvoiceXpress exactly once."""
+"""From a stored event to a document row, and the issuing state machine that gets it into InvoiceXpress
+exactly once (create → finalize → e-mail, a recovery point after each call)."""
 
 from __future__ import annotations
 
@@ -7,217 +8,58 @@ import logging
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import Flask, current_app
-from stdnum.pt import nif
+from redis.exceptions import RedisError
 
-from connector.extensions import db
-from connector.invoicexpress import schemas
+from config.settings import parse_store_settings
+from connector.extensions import db, get_queue
 from connector.invoicexpress.client import Client, InvoiceXpressError, PermanentError, RetryableError
-from connector.invoicexpress.countries import IX_COUNTRY_NAMES
-from connector.invoicexpress.totals import document_total
-from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
-from connector.orders import Line, Order
+from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent, utcnow
+from connector.orders import Order
+from connector.plans import LISBON, Plan, Settings, email_body, plan_sale, proprietary_uid
 from connector.platforms import PLATFORMS
 
 logger = logging.getLogger(__name__)
 
-LISBON = ZoneInfo("Europe/Lisbon")
-UNIT_PRICE_PLACES = Decimal("0.0001")  # IX keeps 4 decimals of a unit price
-DISCOUNT_PLACES = Decimal("0.0001")
-CONSUMER = "Consumidor final"
 # After this many attempts a document stops retrying on its own and waits for a person.
 MAX_ATTEMPTS = 30
 MAX_BACKOFF_SECONDS = 3600
-
-
-# --- What an order owes -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaxSettings:
-    """The IX account's tax names by VAT rate (percent), from INVOICEXPRESS_TAX_NAMES."""
-
-    names: dict[Decimal, str]
-
-    @property
-    def rates(self) -> dict[str, Decimal]:
-        return {name: rate for rate, name in self.names.items()}
-
-
-@dataclass
-class Plan:
-    """The document an order owes, or why it owes none (`none`) or cannot be issued as is (`hold`)."""
-
-    verdict: str  # issue | hold | none
-    reasons: list[str] = field(default_factory=list)
-    doc_type: str = schemas.INVOICE_RECEIPT
-    source_key: str = ""
-    currency: str = "EUR"
-    expected_total: Decimal | None = None
-    computed_total: Decimal | None = None
-    create_body: dict | None = None
-    email_body: dict | None = None
-
-    def requests(self) -> list[dict]:
-        """The IX calls issuing this document makes, in order (ids shown as {id})."""
-        if self.verdict != "issue":
-            return []
-        path = f"/{self.doc_type}"
-        calls = [
-            {"method": "POST", "path": f"{path}.json", "body": self.create_body},
-            {"method": "PUT", "path": f"{path}/{{id}}/change-state.json",
-             "body": schemas.change_state_request("finalized")},
-        ]
-        if self.email_body:
-            calls.append({"method": "PUT", "path": f"{path}/{{id}}/email-document.json", "body": self.email_body})
-        return calls
-
-
-def proprietary_uid(platform: str, store: str, source_key: str) -> str:
-    """Our idempotency key at IX: stable for one obligation of one store, whoever computes it."""
-    return f"{platform}:{store}:{source_key}"
-
-
-def plan_receipt(order: Order, taxes: TaxSettings, today: date | None = None) -> Plan:
-    """Decide what a paid-order event owes: one invoice receipt, nothing, or a hold with reasons."""
-    plan = Plan(verdict="issue", source_key=f"order:{order.order_id}:receipt", currency=order.currency,
-                expected_total=order.total)
-    if order.test:
-        return _none(plan, "This is a test order; test orders are not invoiced.")
-    if order.financial_status != "paid":
-        return _none(plan, f"The order is not paid (its payment status is '{order.financial_status}').")
-
-    items = []
-    for line in order.lines:
-        item = _item(line, order.taxes_included, taxes, plan.reasons)
-        if item is not None:
-            items.append(item)
-    if not items and not plan.reasons:
-        plan.reasons.append("The order has no lines to invoice.")
-    if order.currency != "EUR":
-        plan.reasons.append(
-            f"The order was paid in {order.currency}; invoices in other currencies than EUR are not issued yet."
-        )
-    if plan.reasons:
-        plan.verdict = "hold"
-        return plan
-
-    issue_date = today or datetime.now(LISBON).date()
-    document = schemas.Document(
-        date=issue_date, due_date=issue_date, reference=order.name, client=_client(order), items=tuple(items)
-    )
-    plan.create_body = schemas.create_request(document, proprietary_uid(order.platform, order.store,
-                                                                        plan.source_key))
-    plan.computed_total = document_total(plan.create_body["invoice"]["items"], taxes.rates)
-    if plan.computed_total != order.total:
-        plan.verdict = "hold"
-        plan.reasons.append(
-            f"The invoice would total {plan.computed_total} {order.currency} but the customer paid "
-            f"{order.total} {order.currency}; it is held so that no invoice shows a wrong amount."
-        )
-    plan.email_body = email_body(order)
-    return plan
-
-
-def email_body(order: Order) -> dict | None:
-    """The e-mail IX sends the customer with the document, or None when the order has no address."""
-    if not order.customer.email:
-        return None
-    return schemas.email_request(
-        order.customer.email,
-        subject=f"Fatura-recibo da encomenda {order.name}",
-        body=f"Obrigado pela sua compra. Segue em anexo a fatura-recibo da encomenda {order.name}.",
-    )
-
-
-def _none(plan: Plan, reason: str) -> Plan:
-    plan.verdict = "none"
-    plan.reasons.append(reason)
-    return plan
-
-
-def _item(line: Line, taxes_included: bool, taxes: TaxSettings, reasons: list[str]) -> schemas.Item | None:
-    label = f"'{line.description}'"
-    if line.tax_problem:
-        reasons.append(f"Line {label}: {line.tax_problem}")
-        return None
-    if line.kind == "tip":
-        reasons.append(f"Line {label} is a tip; tips are not invoiced automatically yet.")
-        return None
-    gross = line.unit_price * line.quantity
-    if gross == 0:
-        return None  # free items and free shipping print nothing useful and IX would show 0.00 lines
-    if line.discount < 0 or line.discount > gross:
-        reasons.append(f"Line {label} has a discount of {line.discount}, outside 0 to {gross}.")
-        return None
-    tax_name = taxes.names.get(line.tax_rate)
-    if line.tax_rate == 0:
-        reasons.append(f"Line {label} has no VAT; VAT-exempt sales need an exemption reason, "
-                       "which the connector does not set yet.")
-        return None
-    if tax_name is None:
-        reasons.append(f"Line {label} has VAT at {line.tax_rate} %, and no InvoiceXpress tax name is set "
-                       "for that rate (INVOICEXPRESS_TAX_NAMES).")
-        return None
-    unit_price = line.unit_price
-    if taxes_included:
-        unit_price = unit_price / (1 + line.tax_rate / 100)
-    discount = (line.discount / gross * 100).quantize(DISCOUNT_PLACES, ROUND_HALF_UP)
-    return schemas.Item(
-        name=line.key[:100],
-        description=line.description or line.key,
-        unit_price=unit_price.quantize(UNIT_PRICE_PLACES, ROUND_HALF_UP),
-        quantity=line.quantity,
-        tax_name=tax_name,
-        discount=discount,
-        unit="service" if line.kind == "shipping" else "unit",
-    )
-
-
-def _client(order: Order) -> schemas.Client:
-    customer = order.customer
-    address = customer.address
-    country = IX_COUNTRY_NAMES.get(address.country_code.upper())
-    postal_code = address.postal_code.strip()
-    if country == "Portugal":
-        digits = re.sub(r"\D", "", postal_code)
-        # IX refuses a Portuguese postal code not written DDDD-DDD.
-        postal_code = f"{digits[:4]}-{digits[4:]}" if len(digits) == 7 else ""
-    tax_id = (customer.tax_id or "").replace(" ", "").upper().removeprefix("PT")
-    fiscal_id = tax_id if tax_id and nif.is_valid(tax_id) else None
-    name = customer.name.strip() or (customer.company or "").strip() or CONSUMER
-    if fiscal_id and customer.company:
-        name = customer.company.strip()  # a buyer who gave a company NIF is the company
-    return schemas.Client(
-        name=name[:150],
-        code=customer.key[:50] if (fiscal_id or name != CONSUMER) else CONSUMER,
-        email=customer.email,
-        address=" ".join(part for part in (address.line1, address.line2) if part) or None,
-        city=address.city or None,
-        postal_code=postal_code or None,
-        country=country,
-        fiscal_id=fiscal_id,
-    )
+TAXES_CACHE_KEY = "connector:ix-taxes"
+TAXES_CACHE_SECONDS = 3600
+# IX refuses to finalize a document dated before the last finalized one of its series.
+CHRONOLOGY_REFUSAL = re.compile(r"earlier|anterior", re.IGNORECASE)
 
 
 # --- Reading events ----------------------------------------------------------------------------
 
 
-def load_order(event: WebhookEvent) -> Order:
+def settings_for(store: Store | None) -> Settings:
+    """The environment's issuing settings with the store's own over them."""
+    values = dict(current_app.config["ISSUING"])
+    if store is not None and store.settings:
+        own, problems = parse_store_settings(store.settings)
+        if problems:  # `flask stores set` refuses bad values; this guards values edited by hand
+            logger.warning("store %s has unreadable settings, using the defaults for them", store.id)
+        values.update(own)
+    return Settings(**values)
+
+
+def load_order(event: WebhookEvent, settings: Settings) -> Order:
     """The neutral order carried by a stored event (raises the platform's load error if malformed)."""
     platform = PLATFORMS[event.platform]
     payload = json.loads(event.body)
-    return platform.to_order(payload, store=event.store.domain, tax_id_keys=current_app.config["TAX_ID_KEYS"])
+    return platform.to_order(payload, store=event.store.domain, tax_id_keys=settings.tax_id_keys,
+                             money=settings.invoice_currency)
 
 
-def tax_settings() -> TaxSettings:
-    return TaxSettings(names=current_app.config["INVOICEXPRESS_TAX_NAMES"])
+def plan_for(event: WebhookEvent, today=None) -> tuple[Order, Plan]:
+    settings = settings_for(event.store)
+    order = load_order(event, settings)
+    return order, plan_sale(order, settings, today)
 
 
 def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> Document | None:
@@ -225,13 +67,12 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> D
     if event.status != EventStatus.RECEIVED:
         return None
     try:
-        order = load_order(event)
+        order, plan = plan_for(event)
     except ValueError as error:  # the platform's load error: the shop sent something we cannot read
         event.status, event.note, event.processed_at = EventStatus.FAILED, str(error)[:2000], utcnow()
         db.session.commit()
         logger.warning("event %s unreadable: %s", event.id, type(error).__name__)
         return None
-    plan = plan_receipt(order, tax_settings())
     event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
     if plan.verdict == "none":
         event.note = " ".join(plan.reasons)
@@ -261,7 +102,8 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> D
     if plan.verdict == "hold":
         _hold(document, plan.reasons)
     else:
-        record(document, "planned", f"Invoice receipt for order {order.name}, total {plan.expected_total}.")
+        record(document, "planned", " ".join([f"{plan.doc_type} for order {order.name}, total "
+                                              f"{plan.expected_total} {plan.currency}.", *plan.notes]))
     db.session.commit()
     logger.info("event %s → document %s (%s)", event.id, document.id, document.state)
     if document.state == DocumentState.PENDING:
@@ -391,8 +233,10 @@ def _release(document: Document, message: str, delay: float) -> None:
 def _walk(document: Document, client: Client) -> None:
     resuming = document.attempts > 1
     if document.state == DocumentState.PENDING:
-        plan = plan_receipt(load_order(document.event), tax_settings())
-        if plan.verdict != "issue":
+        _, plan = plan_for(document.event)
+        if plan.verdict == "issue":
+            plan.reasons.extend(unknown_taxes(client, plan))
+        if plan.verdict != "issue" or plan.reasons:
             _hold(document, plan.reasons or ["The order no longer owes a document."])
             return
         created = client.create_document(document.doc_type, plan.create_body)
@@ -415,7 +259,8 @@ def _walk(document: Document, client: Client) -> None:
         db.session.commit()
 
     if document.state == DocumentState.FINALIZED:
-        email = email_body(load_order(document.event))
+        order, _ = plan_for(document.event)
+        email = email_body(order, document.doc_type)
         if email:
             client.email_document(document.doc_type, document.ix_id, email)
             _step(document, DocumentState.EMAILED, "E-mailed to the customer.")
@@ -431,7 +276,17 @@ def _walk(document: Document, client: Client) -> None:
 
 def _finalize(client: Client, document: Document) -> dict:
     try:
-        finalized = client.change_state(document.doc_type, document.ix_id, "finalized")
+        try:
+            finalized = client.change_state(document.doc_type, document.ix_id, "finalized")
+        except PermanentError as error:
+            if not CHRONOLOGY_REFUSAL.search(error.message):
+                raise
+            # The draft is older than a document finalized since (a retry that spanned midnight, a
+            # backlog): date it today, the whole draft again since IX replaces it, and finalize.
+            _, plan = plan_for(document.event, today=datetime.now(LISBON).date())
+            client.update_document(document.doc_type, document.ix_id, {"invoice": plan.create_body["invoice"]})
+            record(document, "redated", "Draft dated today to follow the series' last finalized document.")
+            finalized = client.change_state(document.doc_type, document.ix_id, "finalized")
     except PermanentError:
         # A finalize that reached IX before a timeout or a crash left the document final, and IX
         # refuses to finalize it twice: what counts is the state the document is in now.
@@ -441,6 +296,40 @@ def _finalize(client: Client, document: Document) -> dict:
     if not finalized.get("sequence_number") or finalized.get("status") == "draft":
         finalized = client.get_document(document.doc_type, document.ix_id)
     return finalized
+
+
+def unknown_taxes(client: Client, plan: Plan) -> list[str]:
+    """Reasons to hold if the body names a tax the IX account lacks, or has at another rate.
+
+    IX silently applies its default tax to an unknown name, so this is checked before every create,
+    against the account's taxes (read once an hour)."""
+    taxes = account_taxes(client)
+    reasons = []
+    for name in sorted({item["tax"]["name"] for item in plan.create_body["invoice"]["items"]}):
+        rate = plan.tax_rates[name]
+        if name not in taxes:
+            reasons.append(f"Your InvoiceXpress account has no tax named {name} (for VAT at {rate} %).")
+        elif taxes[name] != rate:
+            reasons.append(f"Your InvoiceXpress tax {name} is at {taxes[name]} %, but the order's VAT is "
+                           f"{rate} %: fix INVOICEXPRESS_TAX_NAMES or the tax in InvoiceXpress.")
+    return reasons
+
+
+def account_taxes(client: Client) -> dict[str, Decimal]:
+    """The IX account's taxes by name → rate, cached in Redis for an hour."""
+    connection = get_queue().connection
+    try:
+        cached = connection.get(TAXES_CACHE_KEY)
+        if cached:
+            return {name: Decimal(rate) for name, rate in json.loads(cached).items()}
+    except RedisError:
+        pass
+    taxes = {str(t["name"]): Decimal(str(t["value"])) for t in client.list_taxes() if t.get("name")}
+    try:
+        connection.set(TAXES_CACHE_KEY, json.dumps({k: str(v) for k, v in taxes.items()}), ex=TAXES_CACHE_SECONDS)
+    except RedisError:
+        pass
+    return taxes
 
 
 def _step(document: Document, state: str, message: str) -> None:

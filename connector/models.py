@@ -58,6 +58,8 @@ class Store(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     platform: so.Mapped[str] = so.mapped_column(sa.String(20))
     domain: so.Mapped[str] = so.mapped_column(sa.String(255))
+    # The store's own issuing settings (key → text), over the environment's; see config.settings.ISSUING.
+    settings: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict, server_default="{}")
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
 
     __table_args__ = (sa.UniqueConstraint("platform", "domain", name="uq_stores_platform_domain"),)

@@ -47,8 +47,8 @@ def test_a_complete_environment_parses():
     assert config["WEBHOOK_SECRETS"] == {"shopify": ["shpss_one"]}
     assert config["INVOICEXPRESS_API_KEY"] == "ix-key"
     assert config["INVOICEXPRESS_BASE_URL"] == "https://minhaloja.app.invoicexpress.com"
-    assert config["INVOICEXPRESS_TAX_NAMES"][Decimal("23")] == "IVA23"
-    assert config["INVOICEXPRESS_TAX_NAMES"][Decimal("6")] == "IVA6"
+    assert config["ISSUING"]["tax_names"][Decimal("23")] == "IVA23"
+    assert config["ISSUING"]["tax_names"][Decimal("6")] == "IVA6"
     assert config["DOCUMENT_LEASE_SECONDS"] == 90
     assert config["LOG_LEVEL"] == "INFO"
 
@@ -208,7 +208,7 @@ def test_not_a_number_and_infinity_are_reported(name, value):
 def test_tax_names_are_read_as_rate_name_pairs():
     config = from_env(env(INVOICEXPRESS_TAX_NAMES="23=IVA Normal, 6.0=IVA Reduzida"))
 
-    assert config["INVOICEXPRESS_TAX_NAMES"] == {Decimal("23"): "IVA Normal", Decimal("6"): "IVA Reduzida"}
+    assert config["ISSUING"]["tax_names"] == {Decimal("23"): "IVA Normal", Decimal("6"): "IVA Reduzida"}
 
 
 def test_malformed_tax_name_pairs_are_each_reported():

@@ -82,8 +82,10 @@ def test_a_paid_order_ends_as_one_settled_emailed_invoice_receipt(sandbox, post_
     assert ix["totals"]["total"] == 59.86
     assert [e["to"] for e in ix["emails"]] == [json.loads(fixture_body("paid_b2c_tax_included.json"))["email"]]
     assert timeline(document) == ["planned", "attempt", "state", "state", "state", "state"]
-    # Three IX calls per document: create, finalize, e-mail.
-    assert sum(sandbox.calls().values()) == 3
+    # Three IX calls per document: create, finalize, e-mail (and the account's taxes, read once an hour).
+    calls = sandbox.calls()
+    assert calls.pop("GET /taxes.json") == 1
+    assert sum(calls.values()) == 3
 
 
 def test_the_same_order_from_two_events_gets_one_document(sandbox, post_order, queue):
@@ -109,8 +111,8 @@ def test_an_unpaid_order_owes_nothing_and_the_event_says_why(sandbox, post_order
 
 
 def test_an_order_without_a_tax_name_for_its_rate_is_held_and_nothing_is_sent(app, sandbox, post_order, queue):
-    app.config["INVOICEXPRESS_TAX_NAMES"] = {k: v for k, v in app.config["INVOICEXPRESS_TAX_NAMES"].items()
-                                             if v != "IVA23"}
+    issuing = app.config["ISSUING"]
+    issuing["tax_names"] = {k: v for k, v in issuing["tax_names"].items() if v != "IVA23"}
     post_order(fixture_body("paid_b2c_tax_included.json"))
     drain(queue)
 
@@ -249,6 +251,9 @@ def test_an_unexpected_error_frees_the_document_and_the_sweeper_retries_it_after
     real_factory = app.extensions["invoicexpress"]
 
     class Broken:
+        def list_taxes(self):
+            return real_factory().list_taxes()
+
         def create_document(self, *args):
             raise RuntimeError("customer ana@example.pt broke it")  # a message that must not be stored
 

@@ -48,6 +48,7 @@ class Document:
     currency_code: str | None = None
     rate: str | None = None
     owner_invoice_id: int | None = None
+    sequence_id: str | None = None
 
 
 class ClientSchema(Schema):
@@ -84,6 +85,9 @@ class DocumentSchema(Schema):
     reference = fields.String()
     observations = fields.String()
     tax_exemption = fields.String()
+    # IX's description has both names for the code; integrations in production use each.
+    tax_exemption_reason = fields.Function(lambda document: document.tax_exemption)
+    sequence_id = fields.String()
     currency_code = fields.String()
     rate = fields.String()
     owner_invoice_id = fields.Integer()

@@ -1,0 +1,270 @@
+"""What an order owes: the InvoiceXpress document it must produce, or why none, or why a person must look.
+
+Pure decisions from the order and the store's settings; no I/O. Preview and the worker both use it,
+so what a store owner previews is what is issued."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
+
+from connector import fiscal
+from connector.invoicexpress import schemas
+from connector.invoicexpress.countries import IX_COUNTRY_NAMES
+from connector.invoicexpress.totals import document_total, fit_unit_prices, unrounded_total
+from connector.orders import Line, Order
+
+LISBON = ZoneInfo("Europe/Lisbon")
+UNIT_PRICE_PLACES = Decimal("0.0001")  # IX keeps 4 decimals of a unit price
+DISCOUNT_PLACES = Decimal("0.0001")
+RATE_PLACES = Decimal("0.000001")
+CONSUMER = "Consumidor final"
+PAID = ("paid", "partially_refunded")  # a later partial refund is a credit note, not a reason not to invoice
+DOCUMENT_TYPES = {"invoice_receipt": schemas.INVOICE_RECEIPT, "invoice": "invoices"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one store's documents are issued (environment defaults with the store's own values over them)."""
+
+    tax_names: dict[Decimal, str]
+    tax_exemption_reason: str | None = None
+    invalid_tax_id: str = "consumer"  # consumer | hold
+    document_type: str = "invoice_receipt"  # invoice_receipt | invoice
+    sequence_id: str | None = None
+    issue_test_orders: bool = False
+    tax_id_keys: tuple[str, ...] = ()
+    invoice_currency: str = "presentment"  # presentment | shop
+
+    @property
+    def tax_rates(self) -> dict[str, Decimal]:
+        return {name: rate for rate, name in self.tax_names.items()}
+
+
+@dataclass
+class Plan:
+    """The document an order owes, or why it owes none (`none`) or cannot be issued as is (`hold`)."""
+
+    verdict: str  # issue | hold | none
+    reasons: list[str] = field(default_factory=list)  # why hold / none
+    notes: list[str] = field(default_factory=list)  # what was decided on the owner's behalf
+    doc_type: str = schemas.INVOICE_RECEIPT
+    source_key: str = ""
+    currency: str = "EUR"
+    expected_total: Decimal | None = None
+    computed_total: Decimal | None = None
+    create_body: dict | None = None
+    email_body: dict | None = None
+    tax_rates: dict[str, Decimal] = field(default_factory=dict)  # the tax names the body uses → rates
+
+    def requests(self) -> list[dict]:
+        """The IX calls issuing this document makes, in order (ids shown as {id})."""
+        if self.verdict != "issue":
+            return []
+        path = f"/{self.doc_type}"
+        calls = [
+            {"method": "POST", "path": f"{path}.json", "body": self.create_body},
+            {"method": "PUT", "path": f"{path}/{{id}}/change-state.json",
+             "body": schemas.change_state_request("finalized")},
+        ]
+        if self.email_body:
+            calls.append({"method": "PUT", "path": f"{path}/{{id}}/email-document.json", "body": self.email_body})
+        return calls
+
+
+def proprietary_uid(platform: str, store: str, source_key: str) -> str:
+    """Our idempotency key at IX: stable for one obligation of one store, whoever computes it."""
+    return f"{platform}:{store}:{source_key}"
+
+
+def sale_key(order: Order) -> str:
+    """The obligation a paid order creates: one sale document, whatever its type."""
+    return f"order:{order.order_id}:receipt"
+
+
+def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Plan:
+    """Decide what a paid-order event owes: one invoice receipt (or invoice), nothing, or a hold."""
+    plan = Plan(verdict="issue", doc_type=DOCUMENT_TYPES[settings.document_type], source_key=sale_key(order),
+                currency=order.currency, expected_total=order.total, tax_rates=settings.tax_rates)
+    if order.test and not settings.issue_test_orders:
+        return _none(plan, "This is a test order; test orders are not invoiced (ISSUE_TEST_ORDERS).")
+    if order.financial_status == "refunded":
+        return _none(plan, "The order was fully refunded before it was invoiced.")
+    if order.financial_status not in PAID:
+        return _none(plan, f"The order is not paid (its payment status is '{order.financial_status}').")
+
+    buyer_country = order.customer.address.country_code or order.ship_to_country
+    tax_id = fiscal.parse_tax_id(order.customer.tax_id, buyer_country)
+    if order.customer.tax_id and tax_id is None:
+        if settings.invalid_tax_id == "hold":
+            plan.reasons.append("The tax number the customer gave is not valid for their country; correct it, "
+                                "or let such orders go to the final consumer (INVALID_TAX_ID=consumer).")
+        else:
+            plan.notes.append("The tax number the customer gave is not valid; the invoice is issued to the "
+                              "final consumer.")
+
+    rate = _exchange_rate(order, plan)
+    exemptions: dict[str, list[str]] = {}
+    items = []
+    for line in order.lines:
+        item = _item(line, order, settings, tax_id, plan.reasons, exemptions)
+        if item is not None:
+            items.append(item)
+    if not items and not plan.reasons:
+        plan.reasons.append("The order has no lines to invoice.")
+    if len(exemptions) > 1:
+        listed = "; ".join(f"{code} for {', '.join(lines)}" for code, lines in sorted(exemptions.items()))
+        plan.reasons.append(f"The order needs several VAT exemption reasons ({listed}), and an invoice can "
+                            "carry only one.")
+    if plan.reasons:
+        plan.verdict = "hold"
+        return plan
+
+    issue_date = today or datetime.now(LISBON).date()
+    exemption = next(iter(exemptions), None)
+    document = schemas.Document(
+        date=issue_date, due_date=issue_date, reference=order.name, client=_client(order, tax_id),
+        items=tuple(items), tax_exemption=exemption,
+        currency_code=None if order.currency == "EUR" else order.currency,
+        rate=None if rate is None else str(rate), sequence_id=settings.sequence_id,
+    )
+    body = schemas.create_request(document, proprietary_uid(order.platform, order.store, plan.source_key))
+    _fit_total(body, order, settings, plan)
+    plan.create_body = body
+    plan.computed_total = document_total(body["invoice"]["items"], settings.tax_rates)
+    if plan.reasons:
+        plan.verdict = "hold"
+    plan.email_body = email_body(order, plan.doc_type)
+    return plan
+
+
+def email_body(order: Order, doc_type: str = schemas.INVOICE_RECEIPT) -> dict | None:
+    """The e-mail IX sends the customer with the document, or None when the order has no address."""
+    if not order.customer.email:
+        return None
+    kind = "fatura-recibo" if doc_type == schemas.INVOICE_RECEIPT else "fatura"
+    return schemas.email_request(
+        order.customer.email,
+        subject=f"{kind.capitalize()} da encomenda {order.name}",
+        body=f"Obrigado pela sua compra. Segue em anexo a {kind} da encomenda {order.name}.",
+    )
+
+
+def _none(plan: Plan, reason: str) -> Plan:
+    plan.verdict = "none"
+    plan.reasons.append(reason)
+    return plan
+
+
+def _exchange_rate(order: Order, plan: Plan) -> Decimal | None:
+    """Units of the invoice currency per euro, from the two totals the shop sent."""
+    if order.currency == "EUR":
+        return None
+    if order.shop_currency == "EUR" and order.shop_total:
+        return (order.total / order.shop_total).quantize(RATE_PLACES, ROUND_HALF_UP)
+    plan.reasons.append(f"The order was paid in {order.currency} and the store's own currency is "
+                        f"{order.shop_currency or 'unknown'}: there is no rate to euros to put on the invoice.")
+    return None
+
+
+def _item(line: Line, order: Order, settings: Settings, tax_id, reasons: list[str],
+          exemptions: dict[str, list[str]]) -> schemas.Item | None:
+    label = f"'{line.description or line.key}'"
+    if line.tax_problem:
+        reasons.append(f"Line {label}: {line.tax_problem}")
+        return None
+    gross = line.unit_price * line.quantity
+    if gross == 0:
+        return None  # a free item or free shipping: nothing to invoice on that line
+    if line.discount < 0 or line.discount > gross:
+        reasons.append(f"Line {label} has a discount of {line.discount}, outside 0 to {gross}.")
+        return None
+    rate = Decimal(0) if line.kind in ("tip", "gift_card") else line.tax_rate
+    if rate == 0:
+        if line.kind in ("tip", "gift_card"):
+            code = fiscal.NOT_SUBJECT
+        else:
+            code = fiscal.zero_rate_exemption(order.ship_to_country, tax_id, settings.tax_exemption_reason)
+        if code is None:
+            reasons.append(f"Line {label} has no VAT, and no exemption reason applies: set the store's "
+                           "TAX_EXEMPTION_REASON (e.g. M10 for the small-business regime) or charge VAT.")
+            return None
+        exemptions.setdefault(code, []).append(label)
+    tax_name = settings.tax_names.get(rate)
+    if tax_name is None:
+        reasons.append(f"Line {label} has VAT at {rate} %, and no InvoiceXpress tax name is set for that "
+                       "rate (INVOICEXPRESS_TAX_NAMES).")
+        return None
+    unit_price = line.unit_price / (1 + rate / 100) if order.taxes_included else line.unit_price
+    return schemas.Item(
+        name=line.key[:100],
+        description=line.description or line.key,
+        unit_price=unit_price.quantize(UNIT_PRICE_PLACES, ROUND_HALF_UP),
+        quantity=line.quantity,
+        tax_name=tax_name,
+        discount=(line.discount / gross * 100).quantize(DISCOUNT_PLACES, ROUND_HALF_UP),
+        unit="service" if line.kind in ("shipping", "fee", "tip") else "unit",
+    )
+
+
+def _fit_total(body: dict, order: Order, settings: Settings, plan: Plan) -> None:
+    """Make IX's total equal what was paid, or hold with both totals."""
+    items = body["invoice"]["items"]
+    computed = unrounded_total(items, settings.tax_rates)
+    # The shop rounds each line's VAT to the cent, IX rounds once: a cent per line at most. A larger gap
+    # means the shop's own figures do not add up, which no price adjustment should hide.
+    tolerance = Decimal("0.01") * len(items)
+    fitted = fit_unit_prices(items, settings.tax_rates, order.total) if abs(order.total - computed) <= tolerance \
+        else None
+    if fitted is None:
+        total = document_total(items, settings.tax_rates)
+        plan.reasons.append(
+            f"The invoice would total {total} {order.currency} but the customer paid {order.total} "
+            f"{order.currency}; it is held so that no invoice shows a wrong amount."
+        )
+        return
+    body["invoice"]["items"] = fitted
+
+
+def _client(order: Order, tax_id: fiscal.TaxId | None) -> schemas.Client:
+    customer = order.customer
+    address = customer.address
+    country = IX_COUNTRY_NAMES.get(address.country_code.upper())
+    postal_code = address.postal_code.strip()
+    if country == "Portugal":
+        digits = re.sub(r"\D", "", postal_code)
+        # IX refuses a Portuguese postal code not written DDDD-DDD.
+        postal_code = f"{digits[:4]}-{digits[4:]}" if len(digits) == 7 else ""
+    company = _without_tax_id(customer.company or "", customer.tax_id)
+    name = customer.name.strip() or company
+    if tax_id and company:
+        name = company  # a buyer who gave a company's number is the company
+    if tax_id:
+        # One IX client per tax number: IX will not change the number of a client that has documents.
+        code = f"NIF-{tax_id.number}"
+    elif name:
+        code = customer.key
+    else:
+        name = code = CONSUMER
+    return schemas.Client(
+        name=name[:150],
+        code=code[:50],
+        email=customer.email,
+        address=" ".join(part for part in (address.line1, address.line2) if part) or None,
+        city=address.city or None,
+        postal_code=postal_code or None,
+        country=country,
+        fiscal_id=tax_id.number if tax_id else None,
+    )
+
+
+def _without_tax_id(company: str, raw_tax_id: str | None) -> str:
+    """The company's name without the tax number some checkouts make buyers type into the same field."""
+    if raw_tax_id:
+        digits = re.escape(re.sub(r"^[A-Za-z]{2}", "", raw_tax_id))
+        company = re.sub(rf"[\s,;:–-]*(?:NIF|NIPC|VAT|CIF|Contribuinte)?[\s:.º#n]*(?:[A-Za-z]{{2}})?\s*{digits}",
+                         "", company, flags=re.IGNORECASE)
+    return company.strip(" ,;:–-")

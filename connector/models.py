@@ -59,7 +59,7 @@ class Store(db.Model):
     platform: so.Mapped[str] = so.mapped_column(sa.String(20))
     domain: so.Mapped[str] = so.mapped_column(sa.String(255))
     # The store's own issuing settings (key → text), over the environment's; see config.settings.ISSUING.
-    settings: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict, server_default="{}")
+    settings: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict)
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
 
     __table_args__ = (sa.UniqueConstraint("platform", "domain", name="uq_stores_platform_domain"),)

@@ -97,9 +97,9 @@ def _step_effect(item: Mapping, tax_rates: Mapping[str, Decimal]) -> Decimal:
 
 
 def _allowed(item: Mapping, steps: int) -> bool:
-    # Never more than a cent per unit, and never to a price of zero or below.
+    # Less than a cent per unit, so no price moves visibly; never to zero or below.
     new = _num(item["unit_price"]) + steps * PRICE_STEP
-    return abs(steps) <= 100 and new > 0
+    return abs(steps) < 100 and new > 0
 
 
 def _better(best, candidate: dict[int, int]):

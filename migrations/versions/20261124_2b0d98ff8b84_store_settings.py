@@ -17,8 +17,11 @@ depends_on = None
 
 
 def upgrade():
+    # Existing stores start with no settings of their own; the default only fills them in.
     with op.batch_alter_table('stores', schema=None) as batch_op:
         batch_op.add_column(sa.Column('settings', sa.JSON(), server_default='{}', nullable=False))
+    with op.batch_alter_table('stores', schema=None) as batch_op:
+        batch_op.alter_column('settings', server_default=None)
 
 
 

@@ -163,6 +163,9 @@ def _tax_names(raw: str, setting: str, problems: list[str]) -> dict[Decimal, str
             continue
         if not name.strip():
             problems.append(f"{setting}: {pair!r} has no tax name")
+    repeated = sorted({name for name in names.values() if list(names.values()).count(name) > 1})
+    if repeated:
+        problems.append(f"{setting}: {', '.join(repeated)} is given for more than one rate")
     return names
 
 

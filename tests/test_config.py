@@ -259,3 +259,8 @@ def test_plain_redis_connections_set_no_certificate_option():
 def test_an_account_that_is_not_a_bare_name_is_reported():
     lines = problems(env(INVOICEXPRESS_ACCOUNT="https://acme.app.invoicexpress.com"))
     assert len(lines) == 1 and "INVOICEXPRESS_ACCOUNT" in lines[0]
+
+
+def test_one_tax_name_for_two_rates_is_reported():
+    lines = problems(env(INVOICEXPRESS_TAX_NAMES="23=IVA23,13=IVA23"))
+    assert len(lines) == 1 and "IVA23 is given for more than one rate" in lines[0]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import requests
@@ -17,6 +18,7 @@ from connector.extensions import db
 from connector.invoicexpress.sandbox import serve_in_thread
 from connector.invoicing import init_invoicexpress, take_lease
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
+from connector.plans import LISBON
 from tests.conftest import fixture_body
 
 API_KEY = "test-api-key-0123456789"
@@ -291,3 +293,80 @@ def test_a_document_stops_retrying_after_the_last_attempt_and_says_so(sandbox, p
     assert document.state == DocumentState.FAILED
     assert document.last_error.startswith("Gave up after 30 attempts")
     assert sandbox.documents() == []
+
+
+def test_a_tax_name_the_account_lacks_is_held_before_anything_is_created(app, sandbox, post_order, queue):
+    app.config["ISSUING"]["tax_names"] = {**app.config["ISSUING"]["tax_names"], Decimal(23): "IVA23-LOJA"}
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.HELD
+    assert "no tax named IVA23-LOJA" in document.last_error
+    assert sandbox.documents() == []
+
+
+def test_a_tax_name_at_another_rate_in_the_account_is_held(app, sandbox, post_order, queue):
+    names = {rate: name for rate, name in app.config["ISSUING"]["tax_names"].items() if rate != 22}
+    app.config["ISSUING"]["tax_names"] = {**names, Decimal(23): "IVA22"}  # Madeira's 22 % tax for 23 %
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.HELD
+    assert "IVA22 is at 22" in document.last_error
+    assert sandbox.documents() == []
+
+
+def test_a_draft_older_than_the_series_last_document_is_dated_today_and_finalized(sandbox, post_order, queue):
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="status",
+                  status=503, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    draft_id = the_document().ix_id
+    # Meanwhile: our draft is a day old, and another document of the series was finalized today.
+    today = datetime.now(LISBON).date()
+    draft = requests.get(f"{sandbox.url}/invoice_receipts/{draft_id}.json", params={"api_key": API_KEY},
+                         timeout=5).json()["invoice_receipt"]
+    body = {"date": (today - timedelta(days=1)).strftime("%d/%m/%Y"), "due_date": today.strftime("%d/%m/%Y"),
+            "client": {"name": "X", "code": "X"},
+            "items": [{"name": i["name"], "description": i["description"], "unit_price": i["unit_price"],
+                       "quantity": i["quantity"], "tax": {"name": i["tax"]["name"]}} for i in draft["items"]]}
+    requests.put(f"{sandbox.url}/invoice_receipts/{draft_id}.json", params={"api_key": API_KEY},
+                 json={"invoice": body}, timeout=5).raise_for_status()
+    other = requests.post(f"{sandbox.url}/invoice_receipts.json", params={"api_key": API_KEY}, timeout=5,
+                          json={"invoice": {**body, "date": today.strftime("%d/%m/%Y")}}).json()["invoice_receipt"]
+    requests.put(f"{sandbox.url}/invoice_receipts/{other['id']}/change-state.json", params={"api_key": API_KEY},
+                 json={"invoice": {"state": "finalized"}}, timeout=5).raise_for_status()
+
+    run_scheduled_now(queue)
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.DONE, document.last_error
+    assert "redated" in timeline(document)
+    ours = next(d for d in sandbox.documents() if d["id"] == draft_id)
+    assert ours["status"] == "settled"
+    assert ours["document"]["date"] == today.strftime("%d/%m/%Y")
+    assert ours["document"]["client"]["name"] != "X"  # the whole draft was sent again, not just its date
+
+
+def test_a_stores_own_settings_decide_its_documents(app, sandbox, post_order, queue):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["stores", "set", "test-store.myshopify.com", "document_type=invoice"])
+    assert result.exit_code == 0, result.output
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    assert the_document().state == DocumentState.DONE
+    [ix] = sandbox.documents()
+    assert ix["type"] == "Invoice"
+    assert ix["status"] == "final"
+
+
+def test_a_store_setting_with_a_bad_value_is_refused(app):
+    result = app.test_cli_runner().invoke(args=["stores", "set", "x.myshopify.com", "invalid_tax_id=maybe"])
+    assert result.exit_code != 0
+    assert "invalid_tax_id must be one of consumer, hold" in result.output
+    result = app.test_cli_runner().invoke(args=["stores", "set", "x.myshopify.com", "colour=blue"])
+    assert "colour is not a store setting" in result.output

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
 
+# A Shopify order nests about 6 levels; anything far deeper is not an order.
+MAX_JSON_DEPTH = 32
+
 
 def answer(status: int, outcome: str, **extra):
     return jsonify(status=outcome, **extra), status
@@ -38,12 +41,9 @@ def receive(platform_name: str):
     if not platform.verify(body, request.headers, secrets):
         logger.warning("webhook refused: bad signature platform=%s", platform_name)
         return answer(401, "invalid signature")
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        payload = None
-    if not isinstance(payload, dict):
-        return answer(400, "unreadable body", error="the body is not a JSON object")
+    payload, problem = read_json(body)
+    if problem:
+        return answer(400, "unreadable body", error=problem)
 
     topic = platform.topic(request.headers)
     domain = platform.store(request.headers) or "unknown"
@@ -76,6 +76,33 @@ def receive(platform_name: str):
         jobs.enqueue_event(event.id)
         return answer(200, "accepted", event=event.id)
     return answer(200, "ignored", event=event.id)
+
+
+def read_json(body: bytes) -> tuple[dict | None, str | None]:
+    """The body as a JSON object, or why it is not one we accept."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:  # nested deeper than the parser goes
+        return None, f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep"
+    except (UnicodeDecodeError, ValueError):
+        return None, "the body is not JSON"
+    if not isinstance(payload, dict):
+        return None, "the body is not a JSON object"
+    if _deeper_than(payload, MAX_JSON_DEPTH):
+        return None, f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep"
+    return payload, None
+
+
+def _deeper_than(value, limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (iteratively: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def find_or_create_store(platform: str, domain: str) -> Store:

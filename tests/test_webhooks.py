@@ -123,3 +123,11 @@ def test_redis_down_still_answers_200_and_the_sweeper_queues_it_later(app, post_
     db.session.commit()
     assert jobs.sweep()["events"] == 1
     assert app.extensions["queue"].job_ids == [jobs.event_job_id(event.id)]
+
+
+def test_json_nested_absurdly_deep_gets_400_not_a_crash(post_order):
+    for depth in (40, 100_000):
+        answer = post_order(b'{"a":' * depth + b"1" + b"}" * depth)
+        assert answer.status_code == 400
+        assert "nested" in answer.json["error"]
+    assert events() == []

@@ -239,8 +239,14 @@ def _walk(document: Document, client: Client) -> None:
         if plan.verdict != "issue" or plan.reasons:
             _hold(document, plan.reasons or ["The order no longer owes a document."])
             return
-        created = client.create_document(document.doc_type, plan.create_body)
-        _step(document, DocumentState.CREATED, f"Created draft {created['id']} in InvoiceXpress.")
+        found = _created_before(client, document, plan) if resuming else None
+        if found is not None:
+            created, how = found, "Found the document an earlier attempt created"
+        else:
+            # Sent with our proprietary_uid: should an earlier create have succeeded unseen, IX answers
+            # with that document instead of making a second one.
+            created, how = client.create_document(document.doc_type, plan.create_body), "Created draft"
+        _step(document, DocumentState.CREATED, f"{how}: {created['id']} in InvoiceXpress.")
         document.ix_id = int(created["id"])
         db.session.commit()
 
@@ -272,6 +278,27 @@ def _walk(document: Document, client: Client) -> None:
         document.last_error = None
         _step(document, DocumentState.DONE, "Done.")
         db.session.commit()
+
+
+IX_TYPE_NAMES = {"invoice_receipts": "InvoiceReceipt", "invoices": "Invoice", "credit_notes": "CreditNote"}
+
+
+def _created_before(client: Client, document: Document, plan: Plan) -> dict | None:
+    """The document an earlier attempt created at IX without our hearing of it (a timeout, a 5xx after
+    the fact, a worker killed mid-call), found by the order reference, its client and its total."""
+    invoice = plan.create_body["invoice"]
+    candidates = [
+        found for found in client.find_documents(reference=invoice["reference"],
+                                                 types=[IX_TYPE_NAMES[document.doc_type]])
+        if found.get("reference") == invoice["reference"]
+        and (found.get("client") or {}).get("code") == invoice["client"]["code"]
+        and found.get("status") not in ("canceled", "deleted")
+        and Decimal(str(found.get("total"))) == plan.computed_total
+    ]
+    if len(candidates) > 1:
+        raise PermanentError(f"{len(candidates)} documents at InvoiceXpress match order {invoice['reference']}; "
+                             "a person must decide which one stands")
+    return candidates[0] if candidates else None
 
 
 def _finalize(client: Client, document: Document) -> dict:
@@ -345,6 +372,8 @@ def _retry_later(document: Document, error: InvoiceXpressError, schedule_retry) 
     if document.attempts >= MAX_ATTEMPTS:
         _fail(document, f"Gave up after {document.attempts} attempts: {error.message}", error.status)
         return
+    if error.status == 429:
+        document.attempts -= 1  # IX asked us to slow down: not a failed attempt
     delay = backoff_seconds(document.attempts, getattr(error, "retry_after", None))
     document.next_attempt_at = utcnow() + timedelta(seconds=delay)
     record(document, "retry", f"{error.message}; next attempt in {delay:.0f} s.", error.status)

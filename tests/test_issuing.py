@@ -153,6 +153,10 @@ def test_a_create_that_ix_did_but_answered_500_resumes_on_the_same_document(sand
     [ix] = sandbox.documents()
     assert ix["status"] == "settled"
     assert len(ix["emails"]) == 1
+    # The retry looked the document up by its order reference instead of creating again.
+    calls = sandbox.calls()
+    assert calls["POST /invoice_receipts.json"] == 1
+    assert calls["GET /invoices.json"] == 1
 
 
 def test_a_finalize_that_failed_resumes_from_the_created_draft(sandbox, post_order, queue):
@@ -370,3 +374,40 @@ def test_a_store_setting_with_a_bad_value_is_refused(app):
     assert "invalid_tax_id must be one of consumer, hold" in result.output
     result = app.test_cli_runner().invoke(args=["stores", "set", "x.myshopify.com", "colour=blue"])
     assert "colour is not a store setting" in result.output
+
+
+def test_ix_rate_limiting_is_waited_out_and_not_counted_as_a_failed_attempt(sandbox, post_order, queue):
+    sandbox.fault(method="POST", path="/invoice_receipts.json", kind="status", status=429, retry_after=7,
+                  times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.PENDING
+    assert document.attempts == 0
+    assert (document.next_attempt_at.replace(tzinfo=None) - utcnow().replace(tzinfo=None)).total_seconds() > 6
+    run_scheduled_now(queue)
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    assert len(sandbox.documents()) == 1
+
+
+def test_two_documents_at_ix_for_one_order_are_left_to_a_person(sandbox, post_order, queue):
+    sandbox.fault(method="POST", path="/invoice_receipts.json", kind="after", status=500, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    # Someone issued the same order by hand meanwhile (same reference, client and total).
+    [ix] = sandbox.documents()
+    copy = {key: ix["document"][key] for key in ("date", "due_date", "reference")}
+    copy["client"] = {"name": ix["document"]["client"]["name"], "code": ix["document"]["client"]["code"]}
+    copy["items"] = [{"name": i["name"], "description": i["description"], "unit_price": i["unit_price"],
+                      "quantity": i["quantity"], "tax": {"name": i["tax"]["name"]}}
+                     for i in ix["document"]["items"]]
+    requests.post(f"{sandbox.url}/invoice_receipts.json", params={"api_key": API_KEY}, json={"invoice": copy},
+                  timeout=5).raise_for_status()
+
+    run_scheduled_now(queue)
+    drain(queue)
+    document = the_document()
+    assert document.state == DocumentState.FAILED
+    assert "2 documents at InvoiceXpress match" in document.last_error

@@ -9,10 +9,11 @@ from datetime import timedelta
 from flask import current_app
 from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 
 from connector import invoicing
 from connector.extensions import db, get_queue
-from connector.models import Document, WebhookEvent
+from connector.models import Document, DocumentState, EventStatus, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,33 @@ def sweep() -> dict[str, int]:
         documents = [d for d in invoicing.stalled_documents() if not is_waiting(d.job_id)]
         for document in documents:
             enqueue_document(document)
-        if events or documents:
-            logger.info("sweep queued %d events and %d documents again", len(events), len(documents))
+        cleared = clear_recovered_failures()
+        if events or documents or cleared:
+            logger.info("sweep queued %d events and %d documents again, cleared %d failed jobs",
+                        len(events), len(documents), cleared)
         return {"events": len(events), "documents": len(documents)}
     finally:
         db.session.remove()
+
+
+def clear_recovered_failures() -> int:
+    """Drop failed jobs (a killed worker's abandoned ones among them) whose work is done or queued anew.
+
+    The failed-job registry then lists only what still needs a look; the document's timeline keeps
+    the history either way.
+    """
+    registry = FailedJobRegistry(queue=get_queue())
+    cleared = 0
+    for job_id in registry.get_job_ids():
+        if job_id.startswith("document-"):
+            document = db.session.get(Document, int(job_id.split("-")[1]))
+            recovered = document is None or document.job_id != job_id or document.state not in DocumentState.OPEN
+        elif job_id.startswith("event-"):
+            event = db.session.get(WebhookEvent, int(job_id.split("-")[1]))
+            recovered = event is None or event.status != EventStatus.RECEIVED
+        else:
+            continue
+        if recovered:
+            registry.remove(job_id, delete_job=True)
+            cleared += 1
+    return cleared

@@ -411,3 +411,29 @@ def test_two_documents_at_ix_for_one_order_are_left_to_a_person(sandbox, post_or
     document = the_document()
     assert document.state == DocumentState.FAILED
     assert "2 documents at InvoiceXpress match" in document.last_error
+
+
+def test_failed_jobs_of_recovered_work_leave_the_failed_registry(app, sandbox, post_order, queue):
+    from rq.registry import FailedJobRegistry
+
+    real_factory = app.extensions["invoicexpress"]
+
+    class Broken:
+        def list_taxes(self):
+            raise RuntimeError("boom")
+
+    app.extensions["invoicexpress"] = Broken
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    failed = FailedJobRegistry(queue=queue)
+    assert len(failed.get_job_ids()) == 1
+
+    app.extensions["invoicexpress"] = real_factory
+    document = the_document()
+    document.next_attempt_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    jobs.sweep()
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    jobs.sweep()
+    assert failed.get_job_ids() == []

@@ -1,5 +1,5 @@
 """Property tests: orders built with Shopify's own arithmetic always become an IX document that totals
-exactly what was paid (or are held, saying both totals), and fitting never moves a price visibly.
+exactly what was paid (or are held, saying both totals), and fitting never moves an item by a cent per unit.
 
 Orders are built directly (no Shopify payloads). One generator serves two sources: hypothesis (for the
 properties, with shrinking) and `random.Random(seed)` (for the deterministic hold-rate count).
@@ -199,9 +199,9 @@ def assert_held_with_both_totals(plan: Plan, order: Order) -> None:
     assert str(order.total) in plan.reasons[0], plan.reasons
 
 
-def check_sale(order: Order, settings: Settings) -> Plan:
+def check_sale(order: Order, settings: Settings, plan: Plan | None = None) -> Plan:
     """Property A: issued at exactly what was paid, with sane items; or held with both totals."""
-    plan = plan_sale(order, settings, today=TODAY)
+    plan = plan or plan_sale(order, settings, today=TODAY)
     if plan.verdict == "hold":
         assert_held_with_both_totals(plan, order)
         return plan
@@ -244,26 +244,26 @@ def shop_order(lines: tuple[Line, ...], taxes_included: bool = False) -> Order:
 # Tax excluded, 35 × 0.05 and 1 × 0.75 at 23 %: Shopify charges 1.75 + 0.40 + 0.75 + 0.17 = 3.07, IX's exact
 # total is 2.50 × 1.23 = 3.075, which rounds half up to 3.08. The gap is exactly -0.005; fit_unit_prices'
 # `lands` accepts gap - shift in [-0.005, 0.005) where half-up rounding needs (-0.005, 0.005], so "0 steps"
-# on the 35-unit line is taken as a fit and the plan is issued at 3.08.
+# on the 35-unit line is taken as a fit and the plan is issued at 3.08. (Hypothesis found it as a 12-line
+# Azores order, 173.52 paid and issued at 173.53, after ~3,000 examples; this is the same gap made small.)
 HALF_CENT_BELOW = (shop_order(tiny_lines(("0.05", 35, 23), ("0.75", 1, 23))), SETTINGS)
 LANDS_BUG = ("fit_unit_prices (totals.py `lands`) takes gap - shift in [-0.005, 0.005) for 'rounds to the "
              "target' where ROUND_HALF_UP needs (-0.005, 0.005]; plan_sale issues the fit without checking "
              "computed_total == order.total")
-# Found by the batch below: three 0.02 lines at 13 % and shipping 0.02 at 23 %, tax excluded; Shopify rounds
-# each line's VAT to 0.00 (total 0.08), IX's exact total is 0.0924. With `abs(steps) <= 100` the shipping was
-# fitted to 0.0100, a whole cent (half its price); it must now be held or fitted by less.
+# Found by hypothesis (shrunk): three 0.02 lines at 13 % and shipping 0.02 at 23 %, tax excluded; Shopify
+# rounds each line's VAT to 0.00 (total 0.08), IX's exact total is 0.0924. When `_allowed` took abs(steps) <= 100
+# the shipping was fitted to 0.0100, a whole cent (half its price); now it must be held or fitted by less.
 CENT_MOVED = (shop_order(tiny_lines(("0.02", 1, 13), ("0.02", 1, 13), ("0.02", 1, 13), shipping=("0.02", 23))),
               SETTINGS)
 
 
 # --- the properties ---------------------------------------------------------------------------------------
 
-def is_lands_bug(order: Order, settings: Settings) -> bool:
+def is_lands_bug(plan: Plan, order: Order) -> bool:
     """The one known failure (LANDS_BUG): issued a cent high because IX's exact total sits on the half cent."""
-    plan = plan_sale(order, settings, today=TODAY)
     if plan.verdict != "issue":
         return False
-    exact = unrounded_total(plan.create_body["invoice"]["items"], settings.tax_rates)
+    exact = unrounded_total(plan.create_body["invoice"]["items"], plan.tax_rates)
     return plan.computed_total - order.total == CENT and exact - order.total == CENT / 2
 
 
@@ -274,10 +274,11 @@ def test_a_shopify_order_is_issued_at_exactly_what_was_paid_or_held_with_both_to
     target(shop_gap_cents(order), label="cents between the shop's total and IX's exact model")
     # Until LANDS_BUG is fixed (test_a_gap_of_exactly_half_a_cent_below... then XPASSes strictly: delete this
     # `if` with its xfail), that one signature is counted, not failed, so the rest of the property runs.
-    if is_lands_bug(order, settings):
+    plan = plan_sale(order, settings, today=TODAY)
+    if is_lands_bug(plan, order):
         event("verdict: issue a cent high (LANDS_BUG)")
         return
-    plan = check_sale(order, settings)
+    check_sale(order, settings, plan)
     event(f"verdict: {plan.verdict}")
 
 
@@ -289,6 +290,31 @@ def test_a_gap_of_exactly_half_a_cent_below_is_fitted_or_held_never_issued_a_cen
     assert plan.verdict == "hold" or plan.computed_total == Decimal("3.07"), (plan.verdict, plan.computed_total)
 
 
+# Found by a focused search: tax excluded, 925.13 at 23 % less 5.17, and five small lines whose rounded VAT
+# adds up to a gap only the big line can absorb. The fit moves its price by 98 steps (925.1398), and the discount
+# sent as 0.5588 % (exactly 0.55884...) takes 0.0003 less off: the item's net is 919.9701, 0.0101 above the
+# shop's 919.96. `_allowed` budgets the price move (< 100 steps) but not the discount's rounding.
+DISCOUNT_ROUNDING = (
+    shop_order(tuple(dataclasses.replace(line, discount=Decimal("5.17")) if line.key == "L0" else line
+                     for line in tiny_lines(("925.13", 1, 23), ("0.26", 1, 6), ("0.30", 1, 13), ("0.10", 1, 6),
+                                            ("0.13", 1, 6), ("0.14", 1, 13)))),
+    SETTINGS)
+DISCOUNT_ROUNDING_BUG = ("fit_unit_prices allows a price move of up to 99 steps per unit without counting "
+                         "the rounding of the discount percentage to 4 decimals (up to unit price × 5e-7), so "
+                         "an item's net can end a cent or more per unit from the shop's")
+
+
+def unfitted_price(line: Line, taxes_included: bool) -> Decimal:
+    price = line.unit_price / (1 + line.tax_rate / 100) if taxes_included else line.unit_price
+    return price.quantize(UNIT_PRICE_PLACES, ROUND_HALF_UP)
+
+
+def is_discount_rounding_bug(item: dict, line: Line, taxes_included: bool) -> bool:
+    """The known way past a cent (DISCOUNT_ROUNDING_BUG): the price itself moved less than a cent of net."""
+    moved = abs(item["unit_price"] - unfitted_price(line, taxes_included))
+    return bool(line.discount) and moved * (1 - item.get("discount", Decimal(0)) / 100) < CENT
+
+
 @PROPERTY
 @given(shopify_orders())
 @example(CENT_MOVED)
@@ -297,10 +323,27 @@ def test_fitting_never_moves_an_item_net_by_a_cent_per_unit(case):
     plan = plan_sale(order, settings, today=TODAY)
     if plan.verdict != "issue":
         return
-    shifts = [visible_shift(item, line, order.taxes_included) for item, line in items_by_line(plan, order)]
+    pairs = items_by_line(plan, order)
+    shifts = [visible_shift(item, line, order.taxes_included) for item, line in pairs]
     target(float(max(shifts)) * 10_000, label="largest shift per unit, in 0.0001 steps")
-    for (item, line), shift in zip(items_by_line(plan, order), shifts, strict=True):
+    for (item, line), shift in zip(pairs, shifts, strict=True):
+        # The price itself never moves by a cent per unit.
+        assert abs(item["unit_price"] - unfitted_price(line, order.taxes_included)) < CENT, (item, line)
+        if shift >= CENT and is_discount_rounding_bug(item, line, order.taxes_included):
+            # Until DISCOUNT_ROUNDING_BUG is fixed (its own test then XPASSes strictly: delete this `if`).
+            event("net a cent off through the discount's rounding (DISCOUNT_ROUNDING_BUG)")
+            continue
         assert shift < CENT, (item, line)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DISCOUNT_ROUNDING_BUG)
+def test_a_fitted_discounted_line_stays_under_a_cent_per_unit_from_the_shops_net():
+    order, settings = DISCOUNT_ROUNDING
+    assert order.total == Decimal("1132.58")
+    plan = plan_sale(order, settings, today=TODAY)
+    assert plan.verdict == "issue" and plan.computed_total == order.total
+    [(item, line)] = [pair for pair in items_by_line(plan, order) if pair[1].key == "L0"]
+    assert visible_shift(item, line, order.taxes_included) < CENT, item
 
 
 @PROPERTY
@@ -321,10 +364,11 @@ def test_hold_rate_over_a_fixed_batch_of_shopify_orders_is_below_one_percent():
     lands_bug = 0
     for _ in range(batch):
         order, settings = gen_order(RandomSource(rng))
-        if is_lands_bug(order, settings):  # see LANDS_BUG; counted, and not a hold
+        plan = plan_sale(order, settings, today=TODAY)
+        if is_lands_bug(plan, order):  # see LANDS_BUG; counted, and not a hold
             lands_bug += 1
             continue
-        plan = check_sale(order, settings)
+        check_sale(order, settings, plan)
         if plan.verdict == "hold":
             holds.append(plan.reasons[0])
     rate = len(holds) / batch

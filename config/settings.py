@@ -78,6 +78,10 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     elif urlsplit(base_url).scheme not in ("http", "https"):
         problems.append("INVOICEXPRESS_BASE_URL must be an http(s) URL")
 
+    admin_password = env.get("ADMIN_PASSWORD") or None  # unset: the /admin pages are off
+    if admin_password is not None and len(admin_password) < 12:
+        problems.append("ADMIN_PASSWORD must be at least 12 characters")
+
     issuing = {key: parse(env.get(var) or default, var, problems)
                for key, (var, default, parse) in ISSUING.items()}
 
@@ -96,6 +100,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "DOCUMENT_LEASE_SECONDS": number("DOCUMENT_LEASE_SECONDS", 90, 1),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 60, 1),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        "ADMIN_PASSWORD": admin_password,
     }
     if config["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")

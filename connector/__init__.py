@@ -42,10 +42,11 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from connector import health, webhooks
+    from connector import admin, health, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
 
 
 def register_commands(app: Flask) -> None:

@@ -1,0 +1,150 @@
+"""The admin routes: lists with counts and pages, a document's fields and timeline, and the retry action."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import abort, redirect, render_template, request, url_for
+
+from connector import jobs
+from connector.admin import bp, plain
+from connector.extensions import db
+from connector.invoicing import record
+from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, as_utc
+from connector.plans import LISBON
+
+logger = logging.getLogger(__name__)
+
+PER_PAGE = 50
+# States a person can send back to the worker; the others are either moving or finished.
+RETRYABLE = (DocumentState.HELD, DocumentState.FAILED)
+NEEDS_A_PERSON = RETRYABLE
+
+
+@dataclass
+class Page:
+    number: int
+    pages: int
+    total: int
+    items: list[Any]
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+
+def paginate(query: sa.Select, total: int, scalars: bool = True) -> Page:
+    """The requested page (`?page=N`, 50 rows) of `query`; out-of-range numbers land on the nearest page."""
+    pages = max(1, math.ceil(total / PER_PAGE))
+    number = min(max(1, request.args.get("page", 1, type=int)), pages)
+    query = query.limit(PER_PAGE).offset((number - 1) * PER_PAGE)
+    rows = db.session.scalars(query) if scalars else db.session.execute(query)
+    return Page(number, pages, total, list(rows))
+
+
+def choice(name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.args.get(name) or None
+    if value is not None and value not in allowed:
+        abort(plain(400, f"Unknown {name} {value!r}: one of {', '.join(allowed)}."))
+    return value
+
+
+def when(value: datetime | None) -> str:
+    """A timestamp in the shop's time (Lisbon), with its zone name."""
+    if value is None:
+        return "—"
+    return as_utc(value).astimezone(LISBON).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def web_link(url: str | None) -> bool:
+    """Whether a stored URL may become a link (no javascript: or data: from anywhere)."""
+    return bool(url) and urlsplit(url).scheme in ("http", "https")
+
+
+def back_to(default: str) -> str:
+    """Where a form asked to go back to, if it is an admin page; else `default`."""
+    target = request.form.get("next", "")
+    if target.startswith(bp.url_prefix + "/") and "\\" not in target:
+        return target
+    return default
+
+
+@bp.context_processor
+def helpers() -> dict[str, Any]:
+    return {"when": when, "web_link": web_link, "needs_a_person": NEEDS_A_PERSON, "retryable": RETRYABLE}
+
+
+@bp.get("/")
+def documents():
+    state = choice("state", DocumentState.ALL)
+    counts = dict(db.session.execute(sa.select(Document.state, sa.func.count()).group_by(Document.state)).all())
+    query = sa.select(Document).options(so.joinedload(Document.store)).order_by(Document.id.desc())
+    if state:
+        query = query.where(Document.state == state)
+    total = counts.get(state, 0) if state else sum(counts.values())
+    return render_template("admin/documents.html", page=paginate(query, total), state=state, counts=counts,
+                           states=DocumentState.ALL, all_count=sum(counts.values()))
+
+
+@bp.get("/documents/<int:document_id>")
+def document(document_id: int):
+    document = db.session.get(Document, document_id) or abort(404)
+    # The raw body holds the customer's personal data: never loaded for these pages.
+    event = db.session.get(WebhookEvent, document.event_id, options=[so.defer(WebhookEvent.body, raiseload=True)])
+    timeline = db.session.scalars(
+        sa.select(DocumentEvent).where(DocumentEvent.document_id == document.id).order_by(DocumentEvent.id)
+    ).all()
+    return render_template("admin/document.html", document=document, event=event, timeline=timeline)
+
+
+@bp.post("/documents/<int:document_id>/retry")
+def retry(document_id: int):
+    document = db.session.get(Document, document_id) or abort(404)
+    previous, reason = document.state, document.last_error
+    if previous not in RETRYABLE:
+        return plain(409, f"Document {document.id} is {previous}: only held or failed documents can be retried.")
+    # IX already has the draft (or the document) once it has an id: resume from there, reading IX first.
+    target = DocumentState.PENDING if document.ix_id is None else DocumentState.CREATED
+    # Conditional, so that a double click (or two operators) sends it back once.
+    claimed = db.session.execute(
+        sa.update(Document)
+        .where(Document.id == document.id, Document.state.in_(RETRYABLE))
+        .values(state=target, attempts=0, next_attempt_at=None, last_error=None, locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        db.session.rollback()
+        return plain(409, f"Document {document.id} is no longer held or failed.")
+    record(document, "retry", f"Retry requested by operator (was {previous}: {reason or 'no reason given'}).")
+    db.session.commit()
+    logger.info("document %s retry requested by operator: %s -> %s", document.id, previous, target)
+    jobs.enqueue_document(document)
+    return redirect(back_to(url_for(".document", document_id=document.id)), 303)
+
+
+@bp.get("/events")
+def events():
+    status = choice("status", EventStatus.ALL)
+    counts = dict(db.session.execute(
+        sa.select(WebhookEvent.status, sa.func.count()).group_by(WebhookEvent.status)).all())
+    query = (
+        sa.select(WebhookEvent, sa.func.length(WebhookEvent.body).label("size"))
+        .options(so.defer(WebhookEvent.body, raiseload=True), so.joinedload(WebhookEvent.store))
+        .order_by(WebhookEvent.id.desc())
+    )
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    total = counts.get(status, 0) if status else sum(counts.values())
+    return render_template("admin/events.html", page=paginate(query, total, scalars=False), status=status,
+                           counts=counts, statuses=EventStatus.ALL, all_count=sum(counts.values()))

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from connector import fiscal
 from connector.invoicexpress import schemas
 from connector.invoicexpress.countries import IX_COUNTRY_NAMES
-from connector.invoicexpress.totals import document_total, fit_unit_prices, unrounded_total
+from connector.invoicexpress.totals import HALF_CENT, document_total, fit_unit_prices
 from connector.orders import Line, Order
 
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -106,13 +106,17 @@ def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Pl
             plan.notes.append("The tax number the customer gave is not valid; the invoice is issued to the "
                               "final consumer.")
 
-    rate = _exchange_rate(order, plan)
+    exchange_rate = _exchange_rate(order, plan)
     exemptions: dict[str, list[str]] = {}
     items = []
+    exact_total = Decimal(0)  # what the lines come to before anybody rounds
     for line in order.lines:
         item = _item(line, order, settings, tax_id, plan.reasons, exemptions)
         if item is not None:
             items.append(item)
+            vat = settings.tax_rates[item.tax_name]
+            charged = line.unit_price * line.quantity - line.discount
+            exact_total += charged if order.taxes_included else charged * (1 + vat / 100)
     if not items and not plan.reasons:
         plan.reasons.append("The order has no lines to invoice.")
     if len(exemptions) > 1:
@@ -129,10 +133,10 @@ def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Pl
         date=issue_date, due_date=issue_date, reference=order.name, client=_client(order, tax_id),
         items=tuple(items), tax_exemption=exemption,
         currency_code=None if order.currency == "EUR" else order.currency,
-        rate=None if rate is None else str(rate), sequence_id=settings.sequence_id,
+        rate=None if exchange_rate is None else str(exchange_rate), sequence_id=settings.sequence_id,
     )
     body = schemas.create_request(document, proprietary_uid(order.platform, order.store, plan.source_key))
-    _fit_total(body, order, settings, plan)
+    _fit_total(body, order, settings, plan, exact_total)
     plan.create_body = body
     plan.computed_total = document_total(body["invoice"]["items"], settings.tax_rates)
     if plan.reasons:
@@ -210,15 +214,15 @@ def _item(line: Line, order: Order, settings: Settings, tax_id, reasons: list[st
     )
 
 
-def _fit_total(body: dict, order: Order, settings: Settings, plan: Plan) -> None:
+def _fit_total(body: dict, order: Order, settings: Settings, plan: Plan, exact_total: Decimal) -> None:
     """Make IX's total equal what was paid, or hold with both totals."""
     items = body["invoice"]["items"]
-    computed = unrounded_total(items, settings.tax_rates)
-    # The shop rounds each line's VAT to the cent, IX rounds once: a cent per line at most. A larger gap
-    # means the shop's own figures do not add up, which no price adjustment should hide.
-    tolerance = Decimal("0.01") * len(items)
-    fitted = fit_unit_prices(items, settings.tax_rates, order.total) if abs(order.total - computed) <= tolerance \
-        else None
+    # The shop rounds each line's VAT to the cent, IX rounds the document once: half a cent per line
+    # at most. A larger gap means the shop's own figures do not add up, which no price adjustment
+    # may hide.
+    tolerance = HALF_CENT * len(items)
+    fitted = fit_unit_prices(items, settings.tax_rates, order.total) \
+        if abs(order.total - exact_total) <= tolerance else None
     if fitted is None:
         total = document_total(items, settings.tax_rates)
         plan.reasons.append(
@@ -227,6 +231,9 @@ def _fit_total(body: dict, order: Order, settings: Settings, plan: Plan) -> None
         )
         return
     body["invoice"]["items"] = fitted
+    if document_total(fitted, settings.tax_rates) != order.total:  # never issue what was not paid
+        plan.reasons.append(f"The invoice total cannot be made to equal the {order.total} {order.currency} "
+                            "the customer paid.")
 
 
 def _client(order: Order, tax_id: fiscal.TaxId | None) -> schemas.Client:

@@ -84,8 +84,12 @@ def read_json(body: bytes) -> tuple[dict | None, str | None]:
         payload = json.loads(body)
     except RecursionError:  # nested deeper than the parser goes
         return None, f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep"
-    except (UnicodeDecodeError, ValueError):
+    except json.JSONDecodeError:
         return None, "the body is not JSON"
+    except UnicodeDecodeError:
+        return None, "the body is not UTF-8 text"
+    except ValueError:  # valid JSON Python will not read, e.g. an integer of thousands of digits
+        return None, "the JSON holds a number too long to read"
     if not isinstance(payload, dict):
         return None, "the body is not a JSON object"
     if _deeper_than(payload, MAX_JSON_DEPTH):

@@ -12,6 +12,7 @@ HALF_CENT = Decimal("0.005")
 PRICE_STEP = Decimal("0.0001")  # IX keeps 4 decimals of a unit price
 # How far a pair of lines may be searched when no single line can absorb a difference.
 PAIR_SEARCH = 60
+MAX_STEPS = 50
 
 
 def item_net(unit_price: Decimal, quantity: Decimal, discount_percent: Decimal) -> Decimal:
@@ -60,7 +61,8 @@ def fit_unit_prices(items: list[dict], tax_rates: Mapping[str, Decimal], target:
     effects = [_step_effect(item, tax_rates) for item in items]
 
     def lands(shift: Decimal) -> bool:
-        return -HALF_CENT <= gap - shift < HALF_CENT
+        # IX rounds half up: the new total T - gap + shift rounds to T when it lies in [T - ½¢, T + ½¢).
+        return -HALF_CENT < gap - shift <= HALF_CENT
 
     best: tuple[Decimal, dict[int, int]] | None = None
     for i, effect in enumerate(effects):
@@ -97,9 +99,10 @@ def _step_effect(item: Mapping, tax_rates: Mapping[str, Decimal]) -> Decimal:
 
 
 def _allowed(item: Mapping, steps: int) -> bool:
-    # Less than a cent per unit, so no price moves visibly; never to zero or below.
+    # Under half a cent per unit, so the price shown to the cent stays what the shop showed (give or
+    # take its own rounding); never to zero or below.
     new = _num(item["unit_price"]) + steps * PRICE_STEP
-    return abs(steps) < 100 and new > 0
+    return abs(steps) < MAX_STEPS and new > 0
 
 
 def _better(best, candidate: dict[int, int]):

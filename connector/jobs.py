@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 JOB_TIMEOUT = 600  # four IX calls with their timeouts fit well inside
 # Jobs waiting in Redis: a document whose job is in one of these needs no help from the sweeper.
 WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
-EVENT_GRACE = timedelta(seconds=30)
 
 
 def event_job_id(event_id: int) -> str:
@@ -82,7 +81,9 @@ def issue_document(document_id: int) -> str | None:
 def sweep() -> dict[str, int]:
     """Job: queue again whatever lost its job (Redis flushed or away, a worker killed)."""
     try:
-        events = [e for e in invoicing.stalled_events(EVENT_GRACE) if not is_waiting(event_job_id(e.id))]
+        # An event younger than one sweep interval is most likely still on its way through the queue.
+        grace = timedelta(seconds=current_app.config["SWEEP_INTERVAL_SECONDS"])
+        events = [e for e in invoicing.stalled_events(grace) if not is_waiting(event_job_id(e.id))]
         for event in events:
             enqueue_event(event.id)
         documents = [d for d in invoicing.stalled_documents() if not is_waiting(d.job_id)]

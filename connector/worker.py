@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
@@ -43,11 +44,30 @@ def queue_sweep(queue) -> None:
 
 
 def run(queue, sweep_interval: float, burst: bool = False) -> None:
-    """Work the queue until told to stop (SIGTERM: finish or hand back the current job)."""
-    # The worker's heartbeat decides how long it blocks waiting for jobs; keep it under the sweep
-    # interval so the sweeper beat is kept even when the queue is idle.
-    worker = ConnectorWorker(
-        [queue], connection=queue.connection, maintenance_interval=int(sweep_interval),
-        worker_ttl=max(20, int(sweep_interval) // 2 + 15),
-    )
-    worker.work(with_scheduler=True, burst=burst, logging_level=logging.getLevelName(logger.getEffectiveLevel()))
+    """Work the queue until told to stop (SIGTERM: finish or hand back the current job).
+
+    RQ's worker quits when Redis goes away in the middle of a job; this starts it again, with a
+    growing pause, for as long as nobody asked it to stop — so a Redis restart needs no person.
+    """
+    pause = 1.0
+    while True:
+        # The worker's heartbeat decides how long it blocks waiting for jobs; keep it under the sweep
+        # interval so the sweeper beat is kept even when the queue is idle.
+        worker = ConnectorWorker(
+            [queue], connection=queue.connection, maintenance_interval=int(sweep_interval),
+            worker_ttl=max(20, int(sweep_interval) // 2 + 15),
+        )
+        try:
+            worker.work(with_scheduler=True, burst=burst,
+                        logging_level=logging.getLevelName(logger.getEffectiveLevel()))
+        except Exception:  # the teardown after a lost connection can fail too; the loop is the remedy
+            logger.warning("worker stopped on an error", exc_info=True)
+        if burst or worker._stop_requested:
+            return
+        logger.warning("worker lost its connection; starting again in %.0f s", pause)
+        deadline = time.monotonic() + pause
+        while time.monotonic() < deadline and not worker._stop_requested:
+            time.sleep(0.2)  # a SIGTERM now still reaches RQ's handler, which sets the flag
+        if worker._stop_requested:
+            return
+        pause = min(pause * 2, 30.0)

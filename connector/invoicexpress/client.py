@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import quote, quote_plus
 
 import requests
@@ -23,6 +24,8 @@ DOCUMENT_TYPES = frozenset(
 DEFAULT_STATUSES = ("draft", "sent", "settled", "canceled")
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 PER_PAGE = 30
+# How long every worker holds off after a 429 that came without a Retry-After (IX documents none).
+RATE_LIMIT_PAUSE_SECONDS = 10.0
 
 _CHUNK_BYTES = 64 * 1024
 _REDACTED = "***"
@@ -75,11 +78,23 @@ class NotFound(PermanentError):
     """IX answered 404: the document (or the endpoint) does not exist."""
 
 
+class RequestLimiter(Protocol):
+    """What the client needs of a rate limiter (ratelimit.RateLimiter is the real one; this module stays
+    free of Redis and of the rest of the connector)."""
+
+    def acquire(self, timeout: float = ...) -> float: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
 class Client:
     """One IX account. Each method makes one HTTP call (find_documents one per page) and either returns
     the decoded answer or raises an InvoiceXpressError subclass. It never retries: the caller decides.
 
     JSON numbers in answers are decoded as Decimal, so money read back from IX is exact.
+
+    With a `limiter`, each request first takes a slot from the account's shared budget, and a 429 pauses
+    every worker that shares it.
     """
 
     def __init__(
@@ -90,12 +105,14 @@ class Client:
         session: requests.Session | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._secrets = _secret_forms(api_key)
         self._session = session if session is not None else requests.Session()
         self._timeout = (connect_timeout, read_timeout)
+        self._limiter = limiter
         _register_secrets(self._secrets)
 
     def __repr__(self) -> str:
@@ -194,6 +211,13 @@ class Client:
             headers["Content-Type"] = "application/json; charset=utf-8"
             data = encode_json(body)
 
+        if self._limiter is not None:
+            # Raises RateLimitTimeout (retryable) before anything is sent when the account's budget
+            # does not free up in time.
+            waited = self._limiter.acquire()
+            if waited >= 1:
+                logger.info("IX %s %s waited %.1f s for the account's rate limit", method, path, waited)
+
         started = time.monotonic()
         outcome = "error"
         error: InvoiceXpressError | None = None
@@ -244,7 +268,12 @@ class Client:
                 pass
         # Redacted before it is shortened, so that a cut can never leave half a key unrecognised.
         message = self._redact(message)[:_MAX_MESSAGE_CHARS] if message else f"HTTP {status}"
-        raise _error_for_status(status, message, response.headers.get("Retry-After"))
+        failure = _error_for_status(status, message, response.headers.get("Retry-After"))
+        if status == 429 and self._limiter is not None:
+            # Every worker on this account holds off, not just this one. A Retry-After of 0 counts as
+            # none: resuming at once after a 429 would only earn the next one.
+            self._limiter.pause(getattr(failure, "retry_after", None) or RATE_LIMIT_PAUSE_SECONDS)
+        raise failure
 
     def _transport_error(self, method: str, path: str, exc: requests.RequestException) -> InvoiceXpressError:
         if isinstance(exc, requests.ConnectTimeout):

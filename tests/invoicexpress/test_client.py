@@ -716,3 +716,74 @@ def test_update_document_puts_the_draft_body_without_proprietary_uid():
     sent = responses.calls[0].request
     assert json.loads(sent.body) == body
     assert "api_key=" in sent.url
+
+
+# --- the shared rate limit -------------------------------------------------------------------------
+
+
+class FakeLimiter:
+    """Records what the client asks of the account's rate limiter."""
+
+    def __init__(self, refuse: Exception | None = None):
+        self.acquired = 0
+        self.paused: list[float] = []
+        self.refuse = refuse
+
+    def acquire(self, timeout: float = 30.0) -> float:
+        if self.refuse is not None:
+            raise self.refuse
+        self.acquired += 1
+        return 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.paused.append(seconds)
+
+
+def test_every_request_takes_a_slot_from_the_limiter(ix):
+    limiter = FakeLimiter()
+    limited = Client(BASE, API_KEY, limiter=limiter)
+    ix.get(f"{BASE}/invoices.json", json={"invoices": [{"id": 1}], "pagination": {"total_pages": 2}})
+    ix.get(f"{BASE}/invoices.json", json={"invoices": [{"id": 2}], "pagination": {"total_pages": 2}})
+    ix.get(f"{BASE}/taxes.json", body="", status=503)
+
+    limited.find_documents(reference="#1001", types=["InvoiceReceipt"])
+    with pytest.raises(RetryableError):
+        limited.list_taxes()
+
+    assert limiter.acquired == len(ix.calls) == 3
+    assert limiter.paused == []  # only a 429 pauses everyone
+
+
+def test_a_429_with_retry_after_pauses_every_worker_for_that_long(ix):
+    limiter = FakeLimiter()
+    ix.get(f"{BASE}/taxes.json", body="", status=429, headers={"Retry-After": "3"})
+
+    with pytest.raises(RetryableError) as caught:
+        Client(BASE, API_KEY, limiter=limiter).list_taxes()
+
+    assert limiter.paused == [3.0]
+    assert caught.value.status == 429 and caught.value.retry_after == 3.0
+    assert limiter.acquired == 1
+
+
+@pytest.mark.parametrize("header", [None, "0", "soon"])
+def test_a_429_without_a_usable_retry_after_pauses_for_the_default(ix, header):
+    limiter = FakeLimiter()
+    ix.get(f"{BASE}/taxes.json", body="", status=429, headers={"Retry-After": header} if header else {})
+
+    with pytest.raises(RetryableError):
+        Client(BASE, API_KEY, limiter=limiter).list_taxes()
+
+    assert limiter.paused == [client_module.RATE_LIMIT_PAUSE_SECONDS]
+
+
+def test_when_the_limiter_gives_up_nothing_is_sent(ix):
+    from connector.invoicexpress.ratelimit import RateLimitTimeout
+
+    limiter = FakeLimiter(refuse=RateLimitTimeout("no slot within 30 s", retry_after=12.0))
+
+    with pytest.raises(RetryableError) as caught:
+        Client(BASE, API_KEY, limiter=limiter).create_document("invoice_receipts", {"invoice": {}})
+
+    assert isinstance(caught.value, RateLimitTimeout) and caught.value.retry_after == 12.0
+    assert len(ix.calls) == 0

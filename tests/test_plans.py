@@ -274,3 +274,13 @@ def test_madeira_and_azores_rates_use_their_own_tax_names():
 
     madeira, azores = tax_names("paid_madeira.json"), tax_names("paid_azores.json")
     assert madeira <= {"IVA22", "IVA12", "IVA5"} and azores <= {"IVA16", "IVA9", "IVA4"}
+
+
+def test_a_store_that_invoices_in_its_own_currency_gets_the_shop_amounts():
+    payload = json.loads((FIXTURES / "paid_usd_presentment.json").read_text())
+    order = shopify.to_order(payload, store="s", tax_id_keys=shopify.DEFAULT_TAX_ID_KEYS, money="shop")
+    plan = plan_sale(order, dataclasses.replace(SETTINGS, invoice_currency="shop"), today=TODAY)
+    assert plan.verdict == "issue", plan.reasons
+    assert plan.currency == "EUR"
+    assert "currency_code" not in plan.create_body["invoice"]
+    assert plan.computed_total == order.shop_total

@@ -94,6 +94,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "INVOICEXPRESS_API_KEY": api_key,
         "INVOICEXPRESS_CONNECT_TIMEOUT": number("INVOICEXPRESS_CONNECT_TIMEOUT", 5, 0.1),
         "INVOICEXPRESS_READ_TIMEOUT": number("INVOICEXPRESS_READ_TIMEOUT", 30, 0.1),
+        # IX allows 780 a minute per account (older documents: 100); leave room for other integrations.
+        "INVOICEXPRESS_REQUESTS_PER_MINUTE": number("INVOICEXPRESS_REQUESTS_PER_MINUTE", 600, 1),
         # How documents are issued; every store can override each of these (`flask stores set`).
         "ISSUING": issuing,
         "MAX_CONTENT_LENGTH": int(number("MAX_WEBHOOK_BYTES", 2 * 1024 * 1024, 1024)),

@@ -30,9 +30,9 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 
 
-def redis_from_url(url: str) -> Redis:
+def redis_from_url(url: str, **options) -> Redis:
     """A Redis client for `url`. Heroku's rediss:// uses a self-signed certificate, hence no verification."""
-    options: dict = {"socket_connect_timeout": 2, "health_check_interval": 30}
+    options = {"socket_connect_timeout": 2, "health_check_interval": 30, **options}
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = None
     return Redis.from_url(url, **options)

@@ -16,8 +16,9 @@ from flask import Flask, current_app
 from redis.exceptions import RedisError
 
 from config.settings import parse_store_settings
-from connector.extensions import db, get_queue
+from connector.extensions import db, get_queue, redis_from_url
 from connector.invoicexpress.client import Client, InvoiceXpressError, PermanentError, RetryableError
+from connector.invoicexpress.ratelimit import RateLimiter, RateLimitTimeout, account_key
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent, utcnow
 from connector.orders import Order
 from connector.plans import LISBON, Plan, Settings, email_body, plan_sale, proprietary_uid
@@ -68,8 +69,11 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> D
         return None
     try:
         order, plan = plan_for(event)
-    except ValueError as error:  # the platform's load error: the shop sent something we cannot read
-        event.status, event.note, event.processed_at = EventStatus.FAILED, str(error)[:2000], utcnow()
+    except Exception as error:  # noqa: BLE001 - reading and planning do no I/O: retrying cannot help
+        # The platform's load error explains itself; anything else is named, so nothing waits forever.
+        note = str(error) if isinstance(error, ValueError) \
+            else f"The order could not be read ({type(error).__name__})."
+        event.status, event.note, event.processed_at = EventStatus.FAILED, note[:2000], utcnow()
         db.session.commit()
         logger.warning("event %s unreadable: %s", event.id, type(error).__name__)
         return None
@@ -89,7 +93,7 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> D
         return document
     document = Document(
         store_id=event.store_id, source_key=plan.source_key, event_id=event.id, doc_type=plan.doc_type,
-        order_ref=order.name, total=str(plan.expected_total), currency=plan.currency,
+        order_ref=order.name[:255], total=str(plan.expected_total), currency=plan.currency,
         proprietary_uid=proprietary_uid(event.platform, event.store.domain, plan.source_key),
     )
     try:
@@ -131,10 +135,15 @@ def init_invoicexpress(app: Flask) -> None:
     config = app.config
 
     def make_client() -> Client:
+        # One budget per IX account, shared through Redis by every worker; its own connection with a
+        # short socket timeout, so a Redis that hangs cannot hold an IX call up.
+        limiter_redis = config.get("REDIS_CONNECTION") or redis_from_url(config["REDIS_URL"], socket_timeout=2)
+        limiter = RateLimiter(limiter_redis, account_key(config["INVOICEXPRESS_BASE_URL"]),
+                              per_minute=int(config["INVOICEXPRESS_REQUESTS_PER_MINUTE"]))
         return Client(
             config["INVOICEXPRESS_BASE_URL"], config["INVOICEXPRESS_API_KEY"],
             connect_timeout=config["INVOICEXPRESS_CONNECT_TIMEOUT"],
-            read_timeout=config["INVOICEXPRESS_READ_TIMEOUT"],
+            read_timeout=config["INVOICEXPRESS_READ_TIMEOUT"], limiter=limiter,
         )
 
     app.extensions["invoicexpress"] = make_client
@@ -372,8 +381,8 @@ def _retry_later(document: Document, error: InvoiceXpressError, schedule_retry) 
     if document.attempts >= MAX_ATTEMPTS:
         _fail(document, f"Gave up after {document.attempts} attempts: {error.message}", error.status)
         return
-    if error.status == 429:
-        document.attempts -= 1  # IX asked us to slow down: not a failed attempt
+    if error.status == 429 or isinstance(error, RateLimitTimeout):
+        document.attempts -= 1  # waiting our turn at IX is not a failed attempt
     delay = backoff_seconds(document.attempts, getattr(error, "retry_after", None))
     document.next_attempt_at = utcnow() + timedelta(seconds=delay)
     record(document, "retry", f"{error.message}; next attempt in {delay:.0f} s.", error.status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -71,3 +72,30 @@ class Order:
     shop_total: Decimal | None = None
     # Where the goods go (ISO 3166-1 alpha-2): decides exports and intra-EU supplies.
     ship_to_country: str | None = None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def printable(value):
+    """`value` (a parsed JSON payload) with every string made safe to store and show on one line.
+
+    JSON may carry lone surrogates (which no database stores), NULs (which PostgreSQL refuses) and line
+    breaks or other control characters (which would break the one-line notes and reasons people read).
+    """
+    if isinstance(value, str):
+        text = value.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(value) else value
+        return _CONTROL.sub(" ", text) if _CONTROL.search(text) else text
+    if isinstance(value, dict):
+        return {printable(key): printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [printable(item) for item in value]
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -34,10 +34,11 @@ def receive(platform_name: str):
     platform = PLATFORMS.get(platform_name)
     if platform is None or not secrets:
         return answer(404, "unknown platform")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
     try:
-        body = request.get_data(cache=False)
+        body = read_body(limit)
     except RequestEntityTooLarge:
-        return answer(413, "too large", limit=current_app.config["MAX_CONTENT_LENGTH"])
+        return answer(413, "too large", limit=limit)
     if not platform.verify(body, request.headers, secrets):
         logger.warning("webhook refused: bad signature platform=%s", platform_name)
         return answer(401, "invalid signature")
@@ -47,8 +48,14 @@ def receive(platform_name: str):
 
     topic = platform.topic(request.headers)
     domain = platform.store(request.headers) or "unknown"
-    # A platform always sends an event id; the hash keeps a hand-made redelivery idempotent too.
-    key = platform.event_key(request.headers) or "sha256:" + hashlib.sha256(topic.encode() + body).hexdigest()
+    for name, value, longest in (("topic", topic, 100), ("shop domain", domain, 255)):
+        if len(value) > longest or not value.isprintable():
+            return answer(400, "unreadable headers", error=f"the {name} header is not a {name}")
+    # A platform always sends an event id; the hash keeps a hand-made redelivery idempotent too, and
+    # stands in for an id too long or too odd to store.
+    key = platform.event_key(request.headers) or ""
+    if not key or len(key) > 200 or not key.isprintable():
+        key = "sha256:" + hashlib.sha256(topic.encode() + b"\0" + (key.encode() or body)).hexdigest()
     status = EventStatus.RECEIVED if topic == platform.PAID_TOPIC else EventStatus.IGNORED
 
     try:
@@ -76,6 +83,24 @@ def receive(platform_name: str):
         jobs.enqueue_event(event.id)
         return answer(200, "accepted", event=event.id)
     return answer(200, "ignored", event=event.id)
+
+
+def read_body(limit: int) -> bytes:
+    """The raw body, or RequestEntityTooLarge when it is over `limit` bytes.
+
+    A chunked body has no Content-Length, and werkzeug then cuts it at the limit without a word; it
+    is read here up to one byte past the limit so that "too large" is told apart from "exactly fits".
+    """
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+        return request.get_data(cache=False)
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""  # neither a length nor chunking: WSGI gives no body
+    body = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def read_json(body: bytes) -> tuple[dict | None, str | None]:

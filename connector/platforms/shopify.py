@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
-from connector.orders import Address, Customer, Line, Order
+from connector.orders import Address, Customer, Line, Order, printable
 
 PAID_TOPIC = "orders/paid"
 
@@ -42,6 +42,8 @@ _ZERO = Decimal(0)
 
 # Which side of Shopify's money sets an order is loaded from (see the module docstring).
 MONEY_SIDES = {"presentment": "presentment_money", "shop": "shop_money"}
+MAX_AMOUNT = Decimal("1e11")  # far above any order; the database keeps totals as text of 32 characters
+MAX_QUANTITY = 10_000_000
 
 
 # --- headers and signature ---------------------------------------------------------------------------
@@ -126,7 +128,8 @@ def _shop_amount(data: Mapping, name: str) -> Any:
 
 def _money(**kwargs: Any) -> fields.Decimal:
     # Decimal from the JSON string; never a float. Shopify amounts are never negative.
-    return fields.Decimal(validate=validate.Range(min=0), **kwargs)
+    # Bounded, so that a garbled amount is a load error rather than an overflow deep in the arithmetic.
+    return fields.Decimal(validate=validate.Range(min=0, max=MAX_AMOUNT), allow_nan=False, **kwargs)
 
 
 def _id(**kwargs: Any) -> fields.Integer:
@@ -145,7 +148,7 @@ class _Schema(Schema):
 
 class _TaxLineSchema(_Schema):
     title = _text()
-    rate = fields.Decimal(required=True, validate=validate.Range(min=0))  # a fraction: 0.23 for 23 %
+    rate = fields.Decimal(required=True, validate=validate.Range(min=0, max=1))  # a fraction: 0.23 for 23 %
     price = _money(required=True)
 
 
@@ -189,7 +192,7 @@ class _LineItemSchema(_Schema):
     name = _text()
     variant_title = _text()
     price = _money(required=True)
-    quantity = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    quantity = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=MAX_QUANTITY))
     taxable = fields.Boolean(load_default=True)
     gift_card = fields.Boolean(load_default=False)
     tip = fields.Raw(allow_none=True, load_default=None)
@@ -459,6 +462,7 @@ def to_order(
     """
     if money not in MONEY_SIDES:
         raise ValueError(f"money must be one of {', '.join(MONEY_SIDES)}, not {money!r}")
+    payload = printable(payload)
     prepared = _with_amounts(payload, MONEY_SIDES[money])
     if isinstance(payload, Mapping) and isinstance(prepared, dict):
         prepared["total_price_set.shop_money"] = _shop_amount(payload, "total_price")

@@ -74,7 +74,8 @@ class Order:
     ship_to_country: str | None = None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# C0 and C1 control characters and Unicode's line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def printable(value):

@@ -6,8 +6,7 @@ too large · 404 unknown platform), nothing unsigned is ever stored, nothing sto
 Each test builds its app (in-memory SQLite, fakeredis) once and empties its tables between examples.
 Examples are bounded and not derandomized: every run explores new inputs; the module stays under ~30 s.
 
-The bugs this fuzzing found are kept at the end as tests with their minimal examples; those still open are
-strict xfails, which the property tests only count (an `event`) so that they keep hunting for others.
+The bugs this fuzzing found are kept at the end as tests with their minimal examples.
 """
 
 from __future__ import annotations
@@ -566,13 +565,8 @@ def check_event_outcome(app, event_id: int) -> None:
         else:
             assert document.job_id in app.extensions["queue"].job_ids
         assert count(DocumentEvent) >= 1
-        for problem in misfits(document):
-            # Pinned by test_a_presentment_currency_that_is_no_currency_does_not_crash_the_job.
-            assert problem.startswith("documents.currency:"), problem
-            event("known: the presentment currency does not fit documents.currency")
-    if not all(readable(note) for note in notes if note is not None):
-        # Pinned by test_notes_stay_one_readable_line_whatever_the_payload_says.
-        event("a note quotes a line separator or C1 control from the payload")
+        assert misfits(document) == []
+    assert all(readable(note) for note in notes if note is not None), notes
     assert misfits(stored) == []
 
 
@@ -672,13 +666,6 @@ def test_any_other_platform_path_is_404_and_stores_nothing(fuzz_app, name, body)
 
 # --- the bugs this fuzzing found, each kept with its minimal example -----------------------------------
 
-OPEN_NOTE_BUG = (
-    "orders.printable() replaces C0 controls only: a C1 control (U+0085 NEL) or a line/paragraph "
-    "separator (U+2028/U+2029) in payload text still reaches notes and hold reasons, which then split "
-    "into several lines (str.splitlines)"
-)
-
-
 def minimal_order(**changes) -> dict:
     line = {"id": 1, "price": "10.00", "quantity": 1, "tax_lines": [{"rate": "0.23", "price": "1.87"}]}
     line.update(changes.pop("line", {}))
@@ -752,11 +739,6 @@ def test_order_texts_that_no_database_stores_do_not_crash_the_job(fuzz_app, orde
     check_event_outcome(fuzz_app, deliver_and_process(fuzz_app, order))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "event job: presentment_currency is not validated (the shop currency must have 3 letters, it need not): "
-    "'EURO' becomes Document.currency, a VARCHAR(3), and on PostgreSQL the job crashes with DataError "
-    "(StringDataRightTruncation; checked by length on SQLite). Shorter junk ('€') makes a pending document "
-    "in a currency that does not exist"))
 def test_a_presentment_currency_that_is_no_currency_does_not_crash_the_job(fuzz_app):
     event_id = deliver_and_process(fuzz_app, minimal_order(presentment_currency="EURO"))
     db.session.remove()
@@ -788,13 +770,10 @@ def test_header_values_that_postgresql_would_refuse_are_not_stored_as_they_are(f
     pytest.param(minimal_order(financial_status="\x1f"), id="C0 control (event note)"),
     pytest.param(minimal_order(line={"title": "Mug\nx", "tax_lines": [{"rate": "0.07", "price": "0.65"}]}),
                  id="line feed in a line title (hold reason)"),
-    pytest.param(minimal_order(financial_status="pending\u2028x"), id="line separator U+2028 (event note)",
-                 marks=pytest.mark.xfail(strict=True, reason=OPEN_NOTE_BUG)),
-    pytest.param(minimal_order(financial_status="pending\x85x"), id="C1 next line U+0085 (event note)",
-                 marks=pytest.mark.xfail(strict=True, reason=OPEN_NOTE_BUG)),
+    pytest.param(minimal_order(financial_status="pending\u2028x"), id="line separator U+2028 (event note)"),
+    pytest.param(minimal_order(financial_status="pending\x85x"), id="C1 next line U+0085 (event note)"),
     pytest.param(minimal_order(line={"title": "Mug\u2029x", "tax_lines": [{"rate": "0.07", "price": "0.65"}]}),
-                 id="paragraph separator in a line title (hold reason)",
-                 marks=pytest.mark.xfail(strict=True, reason=OPEN_NOTE_BUG)),
+                 id="paragraph separator in a line title (hold reason)"),
 ])
 def test_notes_stay_one_readable_line_whatever_the_payload_says(fuzz_app, order):
     """Notes and hold reasons quote payload text: a line break or control character sent in, say, the

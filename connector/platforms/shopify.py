@@ -313,8 +313,10 @@ class _NoteAttributeSchema(_Schema):
 class _OrderSchema(_Schema):
     id = _id(required=True)
     name = _text()
-    currency = fields.String(required=True, validate=validate.Length(equal=3))
-    presentment_currency = fields.String(allow_none=True, load_default=None)
+    # ISO 4217 codes: IX takes them as `currency_code`, and the database keeps three letters.
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$"))
+    presentment_currency = fields.String(allow_none=True, load_default=None,
+                                         validate=validate.Regexp(r"^[A-Za-z]{3}$"))
     total_price = _money(required=True)
     financial_status = _text()
     test = fields.Boolean(load_default=False)

@@ -42,8 +42,11 @@ class DocumentState:
     DONE = "done"
     HELD = "held"  # needs a person: we will not issue it as it stands
     FAILED = "failed"  # IX refused it for good
+    CANCELED = "canceled"  # the order was cancelled before its document was final (a draft is deleted)
 
-    ALL = (PENDING, CREATED, FINALIZED, EMAILED, DONE, HELD, FAILED)
+    ALL = (PENDING, CREATED, FINALIZED, EMAILED, DONE, HELD, FAILED, CANCELED)
+    # States in which the document exists, final, at IX: what a credit note can refer to.
+    ISSUED = (FINALIZED, EMAILED, DONE)
     # States a worker still has to move forward.
     OPEN = (PENDING, CREATED, FINALIZED, EMAILED)
 
@@ -100,6 +103,8 @@ class Document(db.Model):
     source_key: so.Mapped[str] = so.mapped_column(sa.String(255))  # e.g. order:5678:receipt
     event_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("webhook_events.id"))
     doc_type: so.Mapped[str] = so.mapped_column(sa.String(40))  # IX path segment: invoice_receipts
+    # For a credit note: the sale document it corrects.
+    original_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("documents.id"))
     order_ref: so.Mapped[str] = so.mapped_column(sa.String(255))  # the shop's order name, e.g. #1001
     state: so.Mapped[str] = so.mapped_column(sa.String(20), default=DocumentState.PENDING)
     proprietary_uid: so.Mapped[str] = so.mapped_column(sa.String(255), unique=True)
@@ -119,6 +124,7 @@ class Document(db.Model):
 
     store: so.Mapped[Store] = so.relationship()
     event: so.Mapped[WebhookEvent] = so.relationship()
+    original: so.Mapped[Document | None] = so.relationship(remote_side=[id])
 
     __table_args__ = (
         sa.UniqueConstraint("store_id", "source_key", name="uq_documents_store_source"),

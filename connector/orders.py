@@ -100,3 +100,32 @@ def _has_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+@dataclass(frozen=True)
+class RefundLine:
+    """What one refund gives back on one invoiced line, in the same money as the order's lines."""
+
+    # The same key the order's Line had (sku / shopify-variant-… / "shipping"), to match the invoice item.
+    key: str
+    description: str
+    quantity: Decimal   # units given back (1 for shipping and amount-only parts)
+    amount: Decimal     # money given back for this line, tax INCLUDED, never negative
+    tax_rate: Decimal   # percent, as on the order line
+    kind: str = "product"  # product | shipping | adjustment
+
+
+@dataclass(frozen=True)
+class Refund:
+    """A refund of (part of) a paid order, as money actually given back to the customer."""
+
+    platform: str
+    store: str
+    refund_id: str
+    order_id: str
+    order_name: str | None   # "#1001" when the payload says (refunds/create may not)
+    currency: str | None
+    lines: tuple[RefundLine, ...]  # what the refund says was given back, per line; may be empty (amount-only)
+    amount: Decimal          # total money refunded (successful refund transactions), tax included
+    restocking_fee: Decimal = Decimal(0)  # kept by the shop: amount < Σ lines
+    created_at: str | None = None

@@ -1,4 +1,5 @@
-"""Shopify: webhook signature and headers, and the `orders/paid` payload loaded into an `Order`.
+"""Shopify: webhook signature and headers, the `orders/paid` payload loaded into an `Order`, and the
+`refunds/create` payload (or an entry of an order's `refunds[]`) loaded into a `Refund`.
 
 Money: every Shopify amount `x` comes with `x_set`, the same figure in two currencies.
 `to_order(money="presentment")` (the default) takes `presentment_money`, what the customer saw and
@@ -6,6 +7,7 @@ paid, in the currency they paid in: an invoice-receipt states what the customer 
 `money="shop"` takes `shop_money`, the store's own accounting currency (the order's `currency`), for
 a store that invoices in its own currency whatever the buyer paid in. Either way the order also
 carries its total in the shop currency (`Order.shop_total`), from which the exchange rate follows.
+`to_refund` takes the same `money` choice, so a refund's lines are in the same money as its order's.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Any, Literal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
-from connector.orders import Address, Customer, Line, Order, printable
+from connector.orders import Address, Customer, Line, Order, Refund, RefundLine, printable
 
 PAID_TOPIC = "orders/paid"
+REFUND_TOPIC = "refunds/create"
+CANCEL_TOPIC = "orders/cancelled"
 
 # Shopify has no standard field for a tax number: Portuguese stores collect it as a cart attribute,
 # which arrives in `note_attributes`. Which names a shop uses is configurable; these are the usual ones.
@@ -203,43 +207,48 @@ class _LineItemSchema(_Schema):
 
     @post_load
     def _to_line(self, data: dict[str, Any], **kwargs: Any) -> Line:
-        sku = (data["sku"] or "").strip()
-        if sku:
-            key = sku
-        elif data["variant_id"]:
-            key = f"shopify-variant-{data['variant_id']}"
-        elif data["product_id"]:
-            key = f"shopify-product-{data['product_id']}"
-        else:
-            key = f"shopify-line-{data['id']}"
-        title = (data["title"] or data["name"] or "").strip()
-        variant = (data["variant_title"] or "").strip()
-        tip = (
-            data["tip"] is not None
-            or "tip_payment_gateway" in data
-            or ((data["name"] or title).lower() == "tip" and not data["product_id"])
-        )
-        if data["gift_card"]:
-            # Shopify gift cards are multi-purpose vouchers: their sale is outside VAT (the VAT is
-            # charged when the card is spent), so Shopify sells them untaxed. How such a line is
-            # invoiced (exemption reason, or not at all) is the invoicing layer's decision.
-            kind = "gift_card"
-            tax_rate, tax_problem = _ZERO, None
-            if any(t["price"] for t in data["tax_lines"]):
-                tax_problem = "this gift card sale carries tax, but gift cards are sold outside VAT"
-        else:
-            kind = "tip" if tip else "product"
-            tax_rate, tax_problem = _tax(data["tax_lines"], data["taxable"])
-        return Line(
-            key=key,
-            description=f"{title} — {variant}" if variant else title,
-            unit_price=data["price"],
-            quantity=Decimal(data["quantity"]),
-            tax_rate=tax_rate,
-            discount=sum((a["amount"] for a in data["discount_allocations"]), _ZERO),
-            kind=kind,
-            tax_problem=tax_problem,
-        )
+        return _item_line(data)
+
+
+def _item_line(data: Mapping[str, Any]) -> Line:
+    """The `Line` of one loaded line item; its key and description are what a refund of it matches on."""
+    sku = (data["sku"] or "").strip()
+    if sku:
+        key = sku
+    elif data["variant_id"]:
+        key = f"shopify-variant-{data['variant_id']}"
+    elif data["product_id"]:
+        key = f"shopify-product-{data['product_id']}"
+    else:
+        key = f"shopify-line-{data['id']}"
+    title = (data["title"] or data["name"] or "").strip()
+    variant = (data["variant_title"] or "").strip()
+    tip = (
+        data["tip"] is not None
+        or "tip_payment_gateway" in data
+        or ((data["name"] or title).lower() == "tip" and not data["product_id"])
+    )
+    if data["gift_card"]:
+        # Shopify gift cards are multi-purpose vouchers: their sale is outside VAT (the VAT is
+        # charged when the card is spent), so Shopify sells them untaxed. How such a line is
+        # invoiced (exemption reason, or not at all) is the invoicing layer's decision.
+        kind = "gift_card"
+        tax_rate, tax_problem = _ZERO, None
+        if any(t["price"] for t in data["tax_lines"]):
+            tax_problem = "this gift card sale carries tax, but gift cards are sold outside VAT"
+    else:
+        kind = "tip" if tip else "product"
+        tax_rate, tax_problem = _tax(data["tax_lines"], data["taxable"])
+    return Line(
+        key=key,
+        description=f"{title} — {variant}" if variant else title,
+        unit_price=data["price"],
+        quantity=Decimal(data["quantity"]),
+        tax_rate=tax_rate,
+        discount=sum((a["amount"] for a in data["discount_allocations"]), _ZERO),
+        kind=kind,
+        tax_problem=tax_problem,
+    )
 
 
 class _ShippingLineSchema(_Schema):
@@ -343,30 +352,34 @@ _ORDER_SCHEMA = _OrderSchema()
 
 
 class OrderLoadError(ValueError):
-    """The payload is not an order we can invoice from; `messages` are marshmallow's, by field path."""
+    """The payload is not an order we can invoice from; `messages` are marshmallow's, by field path.
 
-    def __init__(self, messages: dict) -> None:
+    `to_refund` raises it too, with `what="refund"`: the payload is not a refund we can credit from.
+    """
+
+    def __init__(self, messages: dict, what: str = "order") -> None:
         self.messages = messages
+        self.what = what
         super().__init__(messages)
 
     def __str__(self) -> str:
         # Messages name fields, never their values, so this line is safe to log.
-        problems = "; ".join(f"{path}: {text}" for path, text in _flatten(self.messages))
-        return f"Shopify order not loaded: {problems}"
+        problems = "; ".join(f"{path}: {text}" for path, text in _flatten(self.messages, root=self.what))
+        return f"Shopify {self.what} not loaded: {problems}"
 
 
 def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _flatten(messages: Any, path: str = "") -> list[tuple[str, str]]:
+def _flatten(messages: Any, path: str = "", root: str = "order") -> list[tuple[str, str]]:
     if isinstance(messages, Mapping):
-        return [item for key, sub in messages.items() for item in _flatten(sub, _join(path, key))]
+        return [item for key, sub in messages.items() for item in _flatten(sub, _join(path, key), root)]
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        return [(path or "order", " ".join(messages))]
+        return [(path or root, " ".join(messages))]
     if isinstance(messages, list):
-        return [item for m in messages for item in _flatten(m, path)]
-    return [(path or "order", str(messages))]
+        return [item for m in messages for item in _flatten(m, path, root)]
+    return [(path or root, str(messages))]
 
 
 def _fold(text: str) -> str:
@@ -491,4 +504,400 @@ def to_order(
         shop_currency=shop_currency,
         shop_total=data["shop_total_price"],
         ship_to_country=_ship_to_country(data),
+    )
+
+
+# --- refunds -----------------------------------------------------------------------------------------
+#
+# A `refunds/create` body is the refund object itself; an order's `refunds[]` holds the same objects.
+# What was given back per line: `refund_line_items[{quantity, subtotal, total_tax, line_item{…}}]`,
+# whose `subtotal` is in the order's price basis (tax included when the order's `taxes_included` is
+# true, net otherwise; see `to_refund`). Shipping: `refund_shipping_lines[{subtotal_amount, tax_amount,
+# shipping_line{…}}]` since API 2024-10; before that an `order_adjustments` entry of kind
+# "shipping_refund" with negative `amount` and `tax_amount` (payloads of the newer versions may carry
+# both for the same shipping: the adjustment is then only read for the tax). The money that actually
+# went back: the `transactions` of kind "refund" and status "success".
+
+_CENT = Decimal("0.01")
+# How far a tax may be from rate × amount and still be read as that rate: Shopify rounds each line's
+# tax to the cent and splits a line's tax between its units, so a refunded part can be off by a cent.
+_TAX_SLACK = Decimal("0.02")
+
+
+def _signed_money(**kwargs: Any) -> fields.Decimal:
+    # Order adjustments are negative when money goes back; bounded like every other amount.
+    return fields.Decimal(validate=validate.Range(min=-MAX_AMOUNT, max=MAX_AMOUNT), allow_nan=False, **kwargs)
+
+
+class _RefundedItemSchema(_LineItemSchema):
+    """The order line a refund line points at, loaded exactly as `to_order` loads it."""
+
+    @post_load
+    def _to_line(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        taxes = [t for t in data["tax_lines"] if t["rate"] or t["price"]]
+        discount = sum((a["amount"] for a in data["discount_allocations"]), _ZERO)
+        return {
+            "id": data["id"],
+            "line": _item_line(data),
+            # What telling a gross price from a net one needs: the whole line, its tax and its rate.
+            "base": data["price"] * data["quantity"] - discount,
+            "tax": sum((t["price"] for t in taxes), _ZERO),
+            "rate": sum((t["rate"] for t in taxes), _ZERO),
+            "quantity": data["quantity"],
+        }
+
+
+class _RefundLineItemSchema(_Schema):
+    line_item_id = _id(allow_none=True, load_default=None)
+    quantity = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=MAX_QUANTITY))
+    subtotal = _money(required=True)
+    total_tax = _money(required=True)
+    # Required: the key and the VAT rate come from it, and without them the credit matches nothing.
+    line_item = fields.Nested(_RefundedItemSchema, required=True)
+
+    @post_load
+    def _same_line(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if data["line_item_id"] is not None and data["line_item_id"] != data["line_item"]["id"]:
+            raise ValidationError("line_item_id is not the id of the line_item it carries", "line_item_id")
+        return data
+
+
+class _RefundedShippingSchema(_Schema):
+    title = _text()
+    price = _money(allow_none=True, load_default=None)
+    tax_lines = fields.List(fields.Nested(_TaxLineSchema), load_default=list)
+
+
+class _RefundShippingLineSchema(_Schema):
+    subtotal_amount = _money(required=True)
+    tax_amount = _money(allow_none=True, load_default=None)  # not every API version sends it
+    shipping_line = fields.Nested(_RefundedShippingSchema, allow_none=True, load_default=None)
+
+
+class _OrderAdjustmentSchema(_Schema):
+    kind = _text()
+    amount = _signed_money(required=True)
+    tax_amount = _signed_money(allow_none=True, load_default=None)
+
+
+class _TransactionSchema(_Schema):
+    kind = _text()
+    status = _text()
+    amount = _money(required=True)
+    currency = fields.String(allow_none=True, load_default=None, validate=validate.Regexp(r"^[A-Za-z]{3}$"))
+    # Present when Shopify sends the amount in both currencies; then `amount` is already the side asked for.
+    amount_set = fields.Raw(allow_none=True, load_default=None)
+
+
+class _RefundSchema(_Schema):
+    id = _id(required=True)
+    order_id = _id(required=True)
+    order_name = _text()
+    name = _text()
+    processed_at = fields.String(allow_none=True, load_default=None)
+    created_at = fields.String(allow_none=True, load_default=None)
+    refund_line_items = fields.List(fields.Nested(_RefundLineItemSchema), allow_none=True, load_default=list)
+    refund_shipping_lines = fields.List(fields.Nested(_RefundShippingLineSchema), allow_none=True,
+                                        load_default=list)
+    order_adjustments = fields.List(fields.Nested(_OrderAdjustmentSchema), allow_none=True, load_default=list)
+    # None when the payload has no `transactions` at all, [] when it says no money moved.
+    transactions = fields.List(fields.Nested(_TransactionSchema), allow_none=True, load_default=None)
+
+
+_REFUND_SCHEMA = _RefundSchema()
+
+
+def _refund_error(message: str, path: str = "refund") -> OrderLoadError:
+    return OrderLoadError({path: [message]}, what="refund")
+
+
+def _load_refund(payload: Any, side: str) -> dict[str, Any]:
+    try:
+        return _REFUND_SCHEMA.load(_with_amounts(payload, side))
+    except ValidationError as error:
+        raise OrderLoadError(error.normalized_messages(), what="refund") from None
+
+
+def _set_currency(node: Any, side: str) -> str | None:
+    """The currency code of `side` in the first money set of `node` that names one."""
+    if isinstance(node, list):
+        return next((code for item in node if (code := _set_currency(item, side))), None)
+    if not isinstance(node, Mapping):
+        return None
+    for key, value in node.items():
+        if isinstance(key, str) and key.endswith("_set") and isinstance(value, Mapping):
+            money = value.get(side)
+            code = money.get("currency_code") if isinstance(money, Mapping) else None
+            if isinstance(code, str) and re.fullmatch(r"[A-Za-z]{3}", code):
+                return code.upper()
+    return next((code for value in node.values() if (code := _set_currency(value, side))), None)
+
+
+def _shipping_parts(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each shipping refund as {amount, tax, taxes (the shipping line's tax lines, or None), title}."""
+    adjustments = [a for a in data["order_adjustments"] or [] if a["kind"] == "shipping_refund"]
+    adjusted_tax = sum((abs(a["tax_amount"] or _ZERO) for a in adjustments), _ZERO)
+    parts = []
+    refunded = data["refund_shipping_lines"] or []
+    for entry in refunded:
+        shipping = entry["shipping_line"] or {}
+        tax = entry["tax_amount"]
+        if tax is None and len(refunded) == 1 and adjustments:
+            tax = adjusted_tax  # the same shipping, as the pre-2024-10 adjustment also tells it
+        if tax is None and shipping.get("price"):
+            # Its share of the shipping line's tax, as Shopify splits a line's tax.
+            whole = sum((t["price"] for t in shipping["tax_lines"]), _ZERO)
+            tax = (whole * entry["subtotal_amount"] / shipping["price"]).quantize(_CENT)
+        parts.append({
+            "amount": entry["subtotal_amount"],
+            "tax": tax or _ZERO,
+            "taxes": shipping.get("tax_lines") or None,
+            "title": (shipping.get("title") or "").strip() or "Shipping",
+        })
+    if not refunded:
+        for adjustment in adjustments:
+            parts.append({
+                "amount": abs(adjustment["amount"]),
+                "tax": abs(adjustment["tax_amount"] or _ZERO),
+                "taxes": None,
+                "title": "Shipping",
+            })
+    return parts
+
+
+def _reads_as(amount: Decimal, tax: Decimal, rate: Decimal) -> bool | None:
+    """Whether `tax` at the fraction `rate` says `amount` includes it (True) or not (False); None: can't tell."""
+    if amount <= 0 or tax <= 0 or rate <= 0:
+        return None
+    included = abs(tax - amount * rate / (1 + rate)) <= _TAX_SLACK
+    excluded = abs(tax - amount * rate) <= _TAX_SLACK
+    return included if included != excluded else None
+
+
+def _taxes_included(data: Mapping[str, Any], shipping: list[dict[str, Any]], refunded: Decimal | None) -> bool:
+    """Whether the refund's subtotals include their tax, read from the refund itself.
+
+    The refund object does not carry its order's `taxes_included`; its amounts do: a line's tax is
+    either rate/(1 + rate) of a gross amount or rate × a net one, and the money refunded is either
+    Σ subtotals or Σ subtotals + Σ taxes. Any line that tells, or the transactions, decide; when
+    nothing tells, or the evidence disagrees, the caller must say (`taxes_included=`).
+    """
+    items = data["refund_line_items"] or []
+    votes = set()
+    for item in items:
+        line = item["line_item"]
+        for amount, tax in ((line["base"], line["tax"]), (item["subtotal"], item["total_tax"])):
+            votes.add(_reads_as(amount, tax, line["rate"]))
+    for part in shipping:
+        taxes = [t for t in part["taxes"] or [] if t["rate"] or t["price"]]
+        if len(taxes) == 1:
+            votes.add(_reads_as(part["amount"], part["tax"], taxes[0]["rate"]))
+    gross = sum((i["subtotal"] for i in items), _ZERO) + sum((p["amount"] for p in shipping), _ZERO)
+    tax = sum((i["total_tax"] for i in items), _ZERO) + sum((p["tax"] for p in shipping), _ZERO)
+    if refunded is not None and tax > _CENT:
+        if abs(refunded - gross) <= _CENT:
+            votes.add(True)
+        elif abs(refunded - gross - tax) <= _CENT:
+            votes.add(False)
+    votes.discard(None)
+    if len(votes) == 1:
+        return votes.pop()
+    if not tax:
+        return False  # nothing taxed: both readings give the same amounts
+    if votes:
+        raise _refund_error("its amounts read partly as tax-included and partly as tax-excluded; "
+                            "load it with taxes_included from its order", "taxes_included")
+    raise _refund_error("cannot tell whether its amounts include tax; load it with taxes_included "
+                        "from its order", "taxes_included")
+
+
+def _shipping_rate(part: Mapping[str, Any], gross: Decimal, known: Sequence[Decimal]) -> Decimal:
+    """The VAT percentage of a refunded shipping amount (`gross`, tax included)."""
+    if part["taxes"] is not None:
+        return _tax(part["taxes"])[0]
+    tax = part["tax"]
+    if not tax:
+        return _ZERO
+    net = gross - tax
+    if net <= 0:
+        raise _refund_error("a shipping refund's tax is not less than the shipping refunded", "shipping")
+    implied = tax / net * 100
+
+    def fits(percent: Decimal) -> bool:
+        return abs(gross * percent / (100 + percent) - tax) <= _CENT
+
+    # A rate of the refund's own lines first (shipping follows the goods' rate), then whole and tenth percents.
+    for percent in known:
+        if percent and fits(percent):
+            return percent
+    for step in (Decimal(1), Decimal("0.1")):
+        candidates = [c for c in ((implied / step).to_integral_value() * step + k * step for k in (-1, 0, 1))
+                      if c > 0 and fits(c)]
+        if candidates:
+            return _percent(min(candidates, key=lambda c: abs(c - implied)) / 100)
+    return _percent((implied / 100).quantize(Decimal("0.0001")))
+
+
+def _refunded_money(data: Mapping[str, Any], side: str, shop: str | None, buyer: str | None,
+                    lines_here: Decimal, lines_there: Any) -> tuple[Decimal | None, str | None]:
+    """Σ successful refund transactions in the money of `side`, and their currency (None: no transactions).
+
+    A transaction without an `amount_set` is in its own `currency`: when that is the other side's,
+    it is converted at the refund's own rate (Σ lines on this side / Σ lines on the other).
+    """
+    transactions = data["transactions"]
+    if transactions is None:
+        return None, None
+    here, there = (buyer, shop) if side == "presentment_money" else (shop, buyer)
+    total, currencies = _ZERO, set()
+    for transaction in transactions:
+        if transaction["kind"] != "refund" or transaction["status"] != "success":
+            continue  # authorisations voided, pending or failed refunds: no money went back
+        amount = transaction["amount"]
+        money = transaction["amount_set"].get(side) if isinstance(transaction["amount_set"], Mapping) else None
+        currency = (transaction["currency"] or "").upper() or None
+        if isinstance(money, Mapping) and money.get("amount") is not None:
+            currency = here or currency
+        elif currency and here and there and currency != here and currency == there:
+            there_total = lines_there()
+            if not there_total:
+                raise _refund_error(f"its transactions are in the other currency of the order and it has no "
+                                    f"lines to convert them by; load it with money="
+                                    f"{'shop' if side == 'presentment_money' else 'presentment'}", "transactions")
+            amount = (amount * lines_here / there_total).quantize(_CENT)
+            currency = here
+        currencies.add(currency)
+        total += amount
+    currencies.discard(None)
+    if len(currencies) > 1:
+        raise _refund_error("its refund transactions are in different currencies", "transactions")
+    return total, (currencies.pop() if currencies else None)
+
+
+def _lines_of(data: Mapping[str, Any], included: bool) -> list[RefundLine]:
+    lines = []
+    for item in data["refund_line_items"] or []:
+        line = item["line_item"]["line"]
+        lines.append(RefundLine(
+            key=line.key,
+            description=line.description,
+            quantity=Decimal(item["quantity"]),
+            amount=item["subtotal"] if included else item["subtotal"] + item["total_tax"],
+            tax_rate=line.tax_rate,
+        ))
+    known = list(dict.fromkeys(line.tax_rate for line in lines))
+    for part in _shipping_parts(data):
+        amount = part["amount"] if included else part["amount"] + part["tax"]
+        lines.append(RefundLine(
+            key="shipping",
+            description=part["title"],
+            quantity=Decimal(1),
+            amount=amount,
+            tax_rate=_shipping_rate(part, amount, known),
+            kind="shipping",
+        ))
+    return lines
+
+
+def _with_order(payload: Any, order: Any) -> tuple[Any, str | None, bool | None]:
+    """`payload` with each refund line lacking its `line_item` given the order's, the order's name and flag."""
+    if not isinstance(payload, Mapping) or not isinstance(order, Mapping):
+        return payload, None, None
+    if order.get("id") != payload.get("order_id"):
+        raise _refund_error("the order given is not the one the refund belongs to", "order_id")
+    by_id = {item.get("id"): item for item in order.get("line_items") or [] if isinstance(item, Mapping)}
+    items = payload.get("refund_line_items")
+    if isinstance(items, list):
+        items = [
+            {**item, "line_item": by_id[item.get("line_item_id")]}
+            if isinstance(item, Mapping) and item.get("line_item") is None and item.get("line_item_id") in by_id
+            else item
+            for item in items
+        ]
+        payload = {**payload, "refund_line_items": items}
+    flag = order.get("taxes_included")
+    name = order.get("name")
+    return payload, (name if isinstance(name, str) else None), (flag if isinstance(flag, bool) else None)
+
+
+def to_refund(
+    payload: Mapping,
+    *,
+    store: str,
+    money: Literal["presentment", "shop"] = "presentment",
+    taxes_included: bool | None = None,
+    order: Mapping | None = None,
+) -> Refund:
+    """Load a refund (the `refunds/create` body, or one entry of an order's `refunds[]`) into a `Refund`.
+
+    Each refunded line item becomes a `RefundLine` with the key, description and VAT rate `to_order`
+    gives that line, so it matches the invoice's item; each shipping refund a "shipping" line. Amounts
+    are tax included, on the `money` side (as in `to_order`). `Refund.amount` is the money that went
+    back: Σ successful refund transactions (Σ lines when the payload has no `transactions` at all, 0
+    when it has an empty list: e.g. an order edit that took items off without paying anything back).
+    Less than Σ lines: the difference is `restocking_fee`. More: an "adjustment" line holds the excess.
+
+    `taxes_included`: the order's own flag. Shopify's refund subtotals are in the order's price basis
+    (gross when the order's prices include tax) and the refund does not repeat the flag, so pass it
+    when the order is at hand; None reads it from the refund's amounts, and fails when they can't tell.
+
+    `order`: the raw payload of the refund's order (an orders/* body), when at hand, e.g. for the
+    entries of its own `refunds[]`. Refund lines without their nested `line_item` (trimmed payloads)
+    are then found in its `line_items`, and its `taxes_included` and `name` are used.
+
+    Raises:
+        OrderLoadError: the payload is not a well-formed Shopify refund (its `what` is "refund").
+        ValueError: `money` is neither "presentment" nor "shop".
+    """
+    if money not in MONEY_SIDES:
+        raise ValueError(f"money must be one of {', '.join(MONEY_SIDES)}, not {money!r}")
+    payload = printable(payload)
+    order_name = None
+    if order is not None:
+        payload, order_name, order_taxes_included = _with_order(payload, printable(order))
+        taxes_included = order_taxes_included if taxes_included is None else taxes_included
+    side = MONEY_SIDES[money]
+    other = "shop_money" if side == "presentment_money" else "presentment_money"
+    shop, buyer = _set_currency(payload, "shop_money"), _set_currency(payload, "presentment_money")
+    data = _load_refund(payload, side)
+    if taxes_included is None:
+        # Read on the buyer's side, with the transactions only when they are plainly in the buyer's money.
+        seen = data if side == "presentment_money" else _load_refund(payload, "presentment_money")
+        foreign = [t for t in seen["transactions"] or [] if not t["amount_set"] and buyer
+                   and (t["currency"] or buyer).upper() != buyer]
+        refunded = None
+        if not foreign:
+            refunded, _ = _refunded_money(seen, "presentment_money", None, None, _ZERO, lambda: _ZERO)
+        taxes_included = _taxes_included(seen, _shipping_parts(seen), refunded)
+    lines = _lines_of(data, taxes_included)
+    lines_total = sum((line.amount for line in lines), _ZERO)
+
+    def lines_there() -> Decimal:
+        return sum((line.amount for line in _lines_of(_load_refund(payload, other), taxes_included)), _ZERO)
+
+    refunded, currency = _refunded_money(data, side, shop, buyer, lines_total, lines_there)
+    currency = currency or (buyer if side == "presentment_money" else shop)
+    amount = lines_total if refunded is None else refunded
+    kept = max(lines_total - amount, _ZERO).quantize(_CENT)
+    excess = (amount - lines_total).quantize(_CENT)
+    if excess > 0:
+        lines.append(RefundLine(
+            key="refund-adjustment",
+            description="Refund adjustment",
+            quantity=Decimal(1),
+            amount=excess,
+            tax_rate=_ZERO,
+            kind="adjustment",
+        ))
+    return Refund(
+        platform="shopify",
+        store=store,
+        refund_id=str(data["id"]),
+        order_id=str(data["order_id"]),
+        order_name=(data["order_name"] or data["name"] or order_name or "").strip() or None,
+        currency=currency,
+        lines=tuple(lines),
+        amount=amount,
+        restocking_fee=kept,
+        created_at=data["processed_at"] or data["created_at"],
     )

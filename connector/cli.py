@@ -15,7 +15,7 @@ from connector import invoicing, jobs
 from connector.extensions import db, get_queue
 from connector.invoicexpress.client import encode_json
 from connector.models import Store
-from connector.plans import Plan, plan_sale
+from connector.plans import Plan, plan_credit_note, plan_sale
 from connector.platforms import PLATFORMS
 from connector.webhooks import find_or_create_store
 
@@ -46,7 +46,9 @@ def sweep_command() -> None:
 @click.argument("platform", type=click.Choice(sorted(PLATFORMS)))
 @click.argument("file", type=click.File("rb"))
 @click.option("--topic", help="The webhook topic (defaults to the platform's paid-order topic).")
-def preview_command(platform: str, file, topic: str | None) -> None:
+@click.option("--order", "order_file", type=click.File("rb"),
+              help="For a refund: the paid order it refunds (its invoice is what the credit note corrects).")
+def preview_command(platform: str, file, topic: str | None, order_file) -> None:
     """Show, as JSON, what an order event would produce. Calls nothing, writes nothing."""
     module = PLATFORMS[platform]
     topic = topic or module.PAID_TOPIC
@@ -54,21 +56,42 @@ def preview_command(platform: str, file, topic: str | None) -> None:
         payload = json.load(file)
         if not isinstance(payload, dict):
             raise ValueError("the file does not hold a JSON object")
-        if topic != module.PAID_TOPIC:
-            plan = Plan(verdict="none", reasons=[f"The connector does not act on '{topic}' events yet."],
-                        currency=str(payload.get("currency") or ""))
-        else:
-            # The environment's settings: a store's own values apply once it is live (`flask stores`).
-            settings = invoicing.settings_for(None)
+        # The environment's settings: a store's own values apply once it is live (`flask stores`).
+        settings = invoicing.settings_for(None)
+        if topic == module.PAID_TOPIC:
             order = module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
                                     money=settings.invoice_currency)
             plan = plan_sale(order, settings)
+        elif topic == module.REFUND_TOPIC:
+            plan = _preview_refund(module, payload, order_file, settings)
+        elif topic == module.CANCEL_TOPIC:
+            plan = Plan(verdict="none", currency=str(payload.get("currency") or ""), reasons=[
+                "A cancellation issues nothing: an order not yet invoiced is not invoiced, a draft is deleted, "
+                "and a final invoice stays (its refund becomes a credit note)."])
+        else:
+            plan = Plan(verdict="none", reasons=[f"The connector does not act on '{topic}' events."],
+                        currency=str(payload.get("currency") or ""))
         result = preview(plan)
     except ValueError as error:  # unreadable JSON, or the platform's load error
         click.echo(f"error: {file.name} is not a readable {platform} event: {_one_line(error)}", err=True)
         sys.exit(1)
     click.echo(json.dumps({"platform": platform, "topic": topic, **result}, indent=2, default=_json_value,
                           ensure_ascii=False))
+
+
+def _preview_refund(module, payload: dict, order_file, settings) -> Plan:
+    refund = module.to_refund(payload, store="preview", money=settings.invoice_currency)
+    if order_file is None:
+        return Plan(verdict="hold", currency=str(refund.currency or ""), expected_total=refund.amount, reasons=[
+            "A credit note corrects the order's invoice: give the paid order too (--order FILE)."])
+    order = module.to_order(json.load(order_file), store="preview", tax_id_keys=settings.tax_id_keys,
+                            money=settings.invoice_currency)
+    sale = plan_sale(order, settings)
+    if sale.verdict != "issue":
+        why = " ".join(sale.reasons)
+        return Plan(verdict="none", currency=order.currency,
+                    reasons=[f"The order's own invoice would not be issued, so there is nothing to credit: {why}"])
+    return plan_credit_note(refund, order, settings, left_to_credit=order.total)
 
 
 def preview(plan: Plan) -> dict:

@@ -17,11 +17,32 @@ from redis.exceptions import RedisError
 
 from config.settings import parse_store_settings
 from connector.extensions import db, get_queue, redis_from_url
+from connector.invoicexpress import schemas
 from connector.invoicexpress.client import Client, InvoiceXpressError, PermanentError, RetryableError
 from connector.invoicexpress.ratelimit import RateLimiter, RateLimitTimeout, account_key
-from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent, utcnow
-from connector.orders import Order
-from connector.plans import LISBON, Plan, Settings, email_body, plan_sale, proprietary_uid
+from connector.invoicexpress.schemas import CREDIT_NOTE
+from connector.models import (
+    Document,
+    DocumentEvent,
+    DocumentState,
+    EventStatus,
+    Store,
+    WebhookEvent,
+    as_utc,
+    utcnow,
+)
+from connector.orders import Order, Refund
+from connector.plans import (
+    LISBON,
+    Plan,
+    Settings,
+    credit_note_key,
+    email_body,
+    plan_credit_note,
+    plan_sale,
+    proprietary_uid,
+    sale_key,
+)
 from connector.platforms import PLATFORMS
 
 logger = logging.getLogger(__name__)
@@ -63,12 +84,29 @@ def plan_for(event: WebhookEvent, today=None) -> tuple[Order, Plan]:
     return order, plan_sale(order, settings, today)
 
 
-def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> Document | None:
-    """Turn a stored paid-order event into its document row (once), or record why there is none."""
+def load_refund(event: WebhookEvent, settings: Settings, sale: Document | None = None) -> Refund:
+    """The refund a stored event carries; read against the sale's order when we have it (its prices say
+    whether the refund's amounts include VAT, and its lines name what a bare refund line was)."""
+    platform = PLATFORMS[event.platform]
+    order = json.loads(sale.event.body) if sale is not None else None
+    taxes_included = load_order(sale.event, settings).taxes_included if sale is not None else None
+    return platform.to_refund(json.loads(event.body), store=event.store.domain, money=settings.invoice_currency,
+                              taxes_included=taxes_included, order=order)
+
+
+def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
+                  client_factory: Callable[[], Client] | None = None) -> Document | None:
+    """Turn a stored event into the document row it owes (once), or record why there is none."""
     if event.status != EventStatus.RECEIVED:
         return None
+    platform = PLATFORMS[event.platform]
+    settings = settings_for(event.store)
     try:
-        order, plan = plan_for(event)
+        if event.topic == platform.REFUND_TOPIC:
+            work = _refund_with_its_sale(event, settings)
+        else:
+            order = load_order(event, settings)
+            work = order if event.topic == platform.CANCEL_TOPIC else (order, plan_sale(order, settings))
     except Exception as error:  # noqa: BLE001 - reading and planning do no I/O: retrying cannot help
         # The platform's load error explains itself; anything else is named, so nothing waits forever.
         note = str(error) if isinstance(error, ValueError) \
@@ -77,6 +115,11 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> D
         db.session.commit()
         logger.warning("event %s unreadable: %s", event.id, type(error).__name__)
         return None
+    if event.topic == platform.REFUND_TOPIC:
+        return _process_refund(event, work, enqueue)
+    if event.topic == platform.CANCEL_TOPIC:
+        return _process_cancellation(event, work, settings, client_factory)
+    order, plan = work
     event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
     if plan.verdict == "none":
         event.note = " ".join(plan.reasons)
@@ -113,6 +156,91 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None]) -> D
     if document.state == DocumentState.PENDING:
         enqueue(document)
     return document
+
+
+def _find(store_id: int, source_key: str) -> Document | None:
+    return db.session.scalar(sa.select(Document).where(Document.store_id == store_id,
+                                                       Document.source_key == source_key))
+
+
+def _add(document: Document) -> bool:
+    """Insert a document row; False when a concurrent event created the same obligation first."""
+    try:
+        with db.session.begin_nested():
+            db.session.add(document)
+    except sa.exc.IntegrityError:
+        return False
+    return True
+
+
+def _refund_with_its_sale(event: WebhookEvent, settings: Settings) -> Refund:
+    payload = json.loads(event.body)
+    order_id = payload.get("order_id") if isinstance(payload, dict) else None
+    sale = _find(event.store_id, f"order:{order_id}:receipt") if order_id is not None else None
+    return load_refund(event, settings, sale)
+
+
+def _process_refund(event: WebhookEvent, refund: Refund, enqueue) -> Document | None:
+    """One credit note per refund, tied to the order's invoice (which it waits for if need be)."""
+    event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
+    key = credit_note_key(refund.refund_id)
+    if (existing := _find(event.store_id, key)) is not None:
+        event.note = f"Document {existing.id} already covers this refund."
+        db.session.commit()
+        return existing
+    sale = _find(event.store_id, f"order:{refund.order_id}:receipt")
+    document = Document(
+        store_id=event.store_id, source_key=key, event_id=event.id, doc_type=CREDIT_NOTE,
+        order_ref=(sale.order_ref if sale else refund.order_name or f"order {refund.order_id}")[:255],
+        total=str(refund.amount), currency=(refund.currency or (sale.currency if sale else None)),
+        original_id=sale.id if sale else None,
+        proprietary_uid=proprietary_uid(event.platform, event.store.domain, key),
+    )
+    if not _add(document):
+        db.session.commit()
+        return None
+    record(document, "planned", f"Credit note for refund {refund.refund_id} of {document.order_ref}, "
+                                f"{refund.amount} given back.")
+    db.session.commit()
+    enqueue(document)
+    return document
+
+
+def _process_cancellation(event: WebhookEvent, order: Order, settings: Settings, client_factory) -> None:
+    """A cancelled order: nothing is issued if nothing was, a draft is deleted, a final invoice stays
+    (its refund becomes a credit note)."""
+    key = sale_key(order)
+    document = _find(event.store_id, key)
+    if document is None:
+        # Cancelled before it was paid or before its payment reached us: an orders/paid arriving late
+        # finds this row and issues nothing.
+        document = Document(
+            store_id=event.store_id, source_key=key, event_id=event.id, doc_type=schemas.INVOICE_RECEIPT,
+            order_ref=order.name[:255], total=str(order.total), currency=order.currency,
+            state=DocumentState.CANCELED,
+            proprietary_uid=proprietary_uid(event.platform, event.store.domain, key),
+        )
+        if _add(document):
+            record(document, "canceled", "The order was cancelled before it was invoiced: nothing is issued.")
+        note = "The order was cancelled before it was invoiced: nothing is issued."
+    elif document.state in DocumentState.ISSUED or document.state == DocumentState.CANCELED:
+        note = (f"Document {document.id} is {document.state}: a cancellation changes nothing; "
+                "a refund becomes a credit note.")
+    else:
+        claimed = take_lease(document.id) if document.state in DocumentState.OPEN else document
+        if claimed is None:
+            raise RuntimeError(f"document {document.id} is being issued; the cancellation is tried again")
+        document = claimed
+        if document.ix_id and document.state == DocumentState.CREATED:
+            # A draft has no fiscal value: delete it rather than finalize it.
+            client_factory().change_state(document.doc_type, document.ix_id, "deleted")
+        document.state, document.locked_until = DocumentState.CANCELED, None
+        record(document, "canceled", "The order was cancelled before its document was final"
+                                     + (": the draft was deleted." if document.ix_id else "."))
+        note = f"Document {document.id} cancelled."
+    event.status, event.processed_at, event.note = EventStatus.PROCESSED, utcnow(), note
+    db.session.commit()
+    return None
 
 
 def _hold(document: Document, reasons: list[str]) -> None:
@@ -202,6 +330,8 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
     db.session.commit()
     try:
         _walk(document, client)
+    except WaitingForInvoice:
+        _wait_for_invoice(document, schedule_retry)
     except RetryableError as error:
         _retry_later(document, error, schedule_retry)
     except PermanentError as error:
@@ -219,6 +349,25 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
     document.locked_until = None
     db.session.commit()
     return document.state
+
+
+def _wait_for_invoice(document: Document, schedule_retry) -> None:
+    db.session.rollback()
+    document.attempts -= 1  # waiting is not a failed attempt
+    document.locked_until = None
+    if utcnow() - as_utc(document.created_at) > INVOICE_WAIT:
+        _hold(document, ["The order's invoice has not been issued by the connector in a week; issue or credit "
+                         "it by hand."])
+        db.session.commit()
+        return
+    message = "Waiting for the order's invoice to be issued."
+    if document.last_error != message:
+        document.last_error = message
+        record(document, "waiting", message)
+    delay = 60.0
+    document.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    db.session.commit()
+    schedule_retry(document, delay)
 
 
 def _fail(document: Document, message: str, status_code: int | None = None) -> None:
@@ -242,9 +391,13 @@ def _release(document: Document, message: str, delay: float) -> None:
 def _walk(document: Document, client: Client) -> None:
     resuming = document.attempts > 1
     if document.state == DocumentState.PENDING:
-        _, plan = plan_for(document.event)
+        plan = plan_document(document)
         if plan.verdict == "issue":
             plan.reasons.extend(unknown_taxes(client, plan))
+        if plan.verdict == "none" and document.doc_type == CREDIT_NOTE:
+            document.state = DocumentState.CANCELED
+            record(document, "canceled", " ".join(plan.reasons))
+            return
         if plan.verdict != "issue" or plan.reasons:
             _hold(document, plan.reasons or ["The order no longer owes a document."])
             return
@@ -274,8 +427,7 @@ def _walk(document: Document, client: Client) -> None:
         db.session.commit()
 
     if document.state == DocumentState.FINALIZED:
-        order, _ = plan_for(document.event)
-        email = email_body(order, document.doc_type)
+        email = email_for(document)
         if email:
             client.email_document(document.doc_type, document.ix_id, email)
             _step(document, DocumentState.EMAILED, "E-mailed to the customer.")
@@ -287,6 +439,47 @@ def _walk(document: Document, client: Client) -> None:
         document.last_error = None
         _step(document, DocumentState.DONE, "Done.")
         db.session.commit()
+
+
+class WaitingForInvoice(Exception):
+    """A credit note whose invoice is not final at IX yet: it waits, nothing is wrong."""
+
+
+# How long a credit note waits for its invoice before it asks for a person.
+INVOICE_WAIT = timedelta(days=7)
+
+
+def plan_document(document: Document, today=None) -> Plan:
+    """What this document row must be at IX, planned afresh from its event (and its invoice's)."""
+    if document.doc_type != CREDIT_NOTE:
+        return plan_for(document.event, today)[1]
+    settings = settings_for(document.store)
+    order_id = json.loads(document.event.body).get("order_id")
+    sale = document.original or _find(document.store_id, f"order:{order_id}:receipt")
+    if sale is not None and sale.state == DocumentState.CANCELED:
+        return Plan(verdict="none", reasons=["The order's invoice was cancelled before it was issued: "
+                                             "there is nothing to credit."])
+    if sale is None or sale.state not in DocumentState.ISSUED:
+        raise WaitingForInvoice()
+    document.original_id = sale.id
+    refund = load_refund(document.event, settings, sale)
+    credited = sum((Decimal(other.total) for other in db.session.scalars(
+        sa.select(Document).where(Document.original_id == sale.id, Document.id != document.id,
+                                  Document.state.not_in((DocumentState.FAILED, DocumentState.CANCELED,
+                                                         DocumentState.HELD))))), Decimal(0))
+    plan = plan_credit_note(refund, load_order(sale.event, settings), settings,
+                            left_to_credit=Decimal(sale.total) - credited, today=today)
+    if plan.create_body is not None:
+        plan.create_body["invoice"]["owner_invoice_id"] = sale.ix_id
+    return plan
+
+
+def email_for(document: Document) -> dict | None:
+    """The e-mail that goes with the document (to the order's customer), or None."""
+    if document.doc_type == CREDIT_NOTE:
+        return plan_document(document).email_body
+    settings = settings_for(document.store)
+    return email_body(load_order(document.event, settings), document.doc_type)
 
 
 IX_TYPE_NAMES = {"invoice_receipts": "InvoiceReceipt", "invoices": "Invoice", "credit_notes": "CreditNote"}
@@ -319,7 +512,7 @@ def _finalize(client: Client, document: Document) -> dict:
                 raise
             # The draft is older than a document finalized since (a retry that spanned midnight, a
             # backlog): date it today, the whole draft again since IX replaces it, and finalize.
-            _, plan = plan_for(document.event, today=datetime.now(LISBON).date())
+            plan = plan_document(document, today=datetime.now(LISBON).date())
             client.update_document(document.doc_type, document.ix_id, {"invoice": plan.create_body["invoice"]})
             record(document, "redated", "Draft dated today to follow the series' last finalized document.")
             finalized = client.change_state(document.doc_type, document.ix_id, "finalized")

@@ -64,7 +64,8 @@ def process_event(event_id: int) -> None:
     try:
         event = db.session.get(WebhookEvent, event_id)
         if event is not None:
-            invoicing.process_event(event, enqueue=enqueue_document)
+            invoicing.process_event(event, enqueue=enqueue_document,
+                                    client_factory=current_app.extensions["invoicexpress"])
     finally:
         db.session.remove()
 

@@ -5,6 +5,7 @@ so what a store owner previews is what is issued."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo
 from connector import fiscal
 from connector.invoicexpress import schemas
 from connector.invoicexpress.countries import IX_COUNTRY_NAMES
-from connector.invoicexpress.totals import HALF_CENT, document_total, fit_unit_prices
+from connector.invoicexpress.totals import CENT, HALF_CENT, document_total, fit_unit_prices
 from connector.orders import Line, Order
 
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -275,3 +276,117 @@ def _without_tax_id(company: str, raw_tax_id: str | None) -> str:
         company = re.sub(rf"[\s,;:–-]*(?:NIF|NIPC|VAT|CIF|Contribuinte)?[\s:.º#n]*(?:[A-Za-z]{{2}})?\s*{digits}",
                          "", company, flags=re.IGNORECASE)
     return company.strip(" ,;:–-")
+
+
+# --- Credit notes ---------------------------------------------------------------------------------
+
+
+def credit_note_key(refund_id: str) -> str:
+    return f"refund:{refund_id}:credit_note"
+
+
+def plan_credit_note(refund, sale: Order, settings: Settings, left_to_credit: Decimal,
+                     today: date | None = None) -> Plan:
+    """The credit note a refund owes against the sale's invoice: what was given back, line by line and
+    VAT rate by VAT rate, never more than what is left to credit on that invoice."""
+    plan = Plan(verdict="issue", doc_type=schemas.CREDIT_NOTE, source_key=credit_note_key(refund.refund_id),
+                currency=sale.currency, expected_total=refund.amount, tax_rates=settings.tax_rates)
+    if refund.amount <= 0:
+        return _none(plan, "The refund gave no money back.")
+    if refund.currency and refund.currency.upper() != sale.currency:
+        plan.reasons.append(f"The refund is in {refund.currency} but the invoice is in {sale.currency}.")
+    if refund.amount > left_to_credit:
+        plan.reasons.append(f"The refund of {refund.amount} {sale.currency} is more than the {left_to_credit} "
+                            f"{sale.currency} left to credit on the order's invoice.")
+    sale_plan = plan_sale(dataclasses.replace(sale, test=False), settings, today)
+    if sale_plan.create_body is None:
+        plan.reasons.append("The order's own invoice cannot be planned: " + " ".join(sale_plan.reasons))
+    if plan.reasons:
+        plan.verdict = "hold"
+        return plan
+    sale_invoice = sale_plan.create_body["invoice"]
+    exemption = sale_invoice.get("tax_exemption")
+
+    items: list[schemas.Item] = []
+    exact_total = Decimal(0)
+    given_back = [line for line in refund.lines if line.kind != "adjustment"]
+    for line in given_back + _allocate_by_rate(refund, sale):
+        if line.amount <= 0:
+            continue
+        if line.tax_rate == 0 and exemption is None:
+            plan.reasons.append(f"Refunded line '{line.description}' has no VAT and the invoice carries no "
+                                "exemption reason.")
+            continue
+        tax_name = settings.tax_names.get(line.tax_rate)
+        if tax_name is None:
+            plan.reasons.append(f"Refunded line '{line.description}' has VAT at {line.tax_rate} %, and no "
+                                "InvoiceXpress tax name is set for that rate.")
+            continue
+        net = line.amount / (1 + line.tax_rate / 100)
+        items.append(schemas.Item(
+            name=line.key[:100], description=line.description or line.key,
+            unit_price=(net / line.quantity).quantize(UNIT_PRICE_PLACES, ROUND_HALF_UP),
+            quantity=line.quantity, tax_name=tax_name,
+            # What the shop kept (a restocking fee) comes off every line alike.
+            discount=(refund.restocking_fee / _given_back(refund) * 100).quantize(DISCOUNT_PLACES, ROUND_HALF_UP)
+            if refund.restocking_fee else Decimal(0),
+            unit="service" if line.kind in ("shipping", "adjustment") else "unit",
+        ))
+        exact_total += line.amount
+    exact_total -= refund.restocking_fee
+    if not items and not plan.reasons:
+        plan.reasons.append("The refund names nothing that was invoiced.")
+    if plan.reasons:
+        plan.verdict = "hold"
+        return plan
+
+    issue_date = today or datetime.now(LISBON).date()
+    client = sale_invoice["client"]
+    document = schemas.Document(
+        date=issue_date, due_date=issue_date, reference=f"{sale.name} R{refund.refund_id}"[:100],
+        client=schemas.Client(**client), items=tuple(items), tax_exemption=exemption,
+        observations=f"Devolução da encomenda {sale.name}",
+        currency_code=sale_invoice.get("currency_code"), rate=sale_invoice.get("rate"),
+        sequence_id=settings.sequence_id,
+    )
+    body = schemas.create_request(document, proprietary_uid(sale.platform, sale.store, plan.source_key))
+    _fit_total(body, dataclasses.replace(sale, total=refund.amount), settings, plan, exact_total)
+    plan.create_body = body
+    plan.computed_total = document_total(body["invoice"]["items"], settings.tax_rates)
+    if plan.reasons:
+        plan.verdict = "hold"
+    if sale.customer.email:
+        plan.email_body = schemas.email_request(
+            sale.customer.email, subject=f"Nota de crédito da encomenda {sale.name}",
+            body=f"Segue em anexo a nota de crédito do reembolso da encomenda {sale.name}.")
+    return plan
+
+
+def _given_back(refund) -> Decimal:
+    return sum((line.amount for line in refund.lines), Decimal(0))
+
+
+def _allocate_by_rate(refund, sale: Order) -> list:
+    """Money given back without naming lines, spread over the sale's VAT rates as the sale was."""
+    from connector.orders import RefundLine
+
+    extra = sum((line.amount for line in refund.lines if line.kind == "adjustment"), Decimal(0))
+    if extra <= 0:
+        return []
+    by_rate: dict[Decimal, Decimal] = {}
+    for line in sale.lines:
+        charged = line.unit_price * line.quantity - line.discount
+        gross = charged if sale.taxes_included else charged * (1 + line.tax_rate / 100)
+        rate = Decimal(0) if line.kind in ("tip", "gift_card") else line.tax_rate
+        by_rate[rate] = by_rate.get(rate, Decimal(0)) + gross
+    whole = sum(by_rate.values())
+    rates = sorted(by_rate, key=lambda rate: by_rate[rate])
+    parts, left = [], extra
+    for rate in rates[:-1]:
+        share = (extra * by_rate[rate] / whole).quantize(CENT, ROUND_HALF_UP)
+        parts.append((rate, share))
+        left -= share
+    parts.append((rates[-1], left))  # the largest share takes the rounding remainder
+    return [RefundLine(key="refund-adjustment", description=f"Acerto de reembolso (IVA {rate} %)",
+                       quantity=Decimal(1), amount=share, tax_rate=rate, kind="adjustment")
+            for rate, share in parts if share > 0]

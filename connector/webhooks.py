@@ -56,7 +56,8 @@ def receive(platform_name: str):
     key = platform.event_key(request.headers) or ""
     if not key or len(key) > 200 or not key.isprintable():
         key = "sha256:" + hashlib.sha256(topic.encode() + b"\0" + (key.encode() or body)).hexdigest()
-    status = EventStatus.RECEIVED if topic == platform.PAID_TOPIC else EventStatus.IGNORED
+    acted_on = (platform.PAID_TOPIC, platform.REFUND_TOPIC, platform.CANCEL_TOPIC)
+    status = EventStatus.RECEIVED if topic in acted_on else EventStatus.IGNORED
 
     try:
         store = find_or_create_store(platform_name, domain)

@@ -155,22 +155,23 @@ def test_an_unpaid_order_owes_nothing_and_says_why(preview):
 
 
 def test_a_topic_the_connector_does_not_act_on_owes_nothing(preview):
-    output = shown(preview("shopify", str(SHOPIFY / "refunds_create.json"), "--topic", "refunds/create"))
+    output = shown(preview("shopify", str(SHOPIFY / "paid_mixed_rates.json"), "--topic", "orders/updated"))
 
     assert output["platform"] == "shopify"
-    assert output["topic"] == "refunds/create"
+    assert output["topic"] == "orders/updated"
     assert output["verdict"] == "none"
-    assert output["reasons"] and "refunds/create" in output["reasons"][0]
+    assert output["reasons"] and "orders/updated" in output["reasons"][0]
 
 
-def test_the_topic_option_applies_to_a_paid_order_too(preview):
-    output = shown(preview("shopify", str(SHOPIFY / "paid_mixed_rates.json"), "--topic", "refunds/create"))
+def test_a_refund_without_its_order_asks_for_it(preview):
+    output = shown(preview("shopify", str(SHOPIFY / "refunds_create.json"), "--topic", "refunds/create"))
 
-    assert output["verdict"] == "none"
+    assert output["verdict"] == "hold"
+    assert "--order" in output["reasons"][0]
 
 
 def test_a_topic_the_connector_does_not_act_on_keeps_the_object_shape(preview):
-    output = shown(preview("shopify", str(SHOPIFY / "refunds_create.json"), "--topic", "refunds/create"))
+    output = shown(preview("shopify", str(SHOPIFY / "paid_mixed_rates.json"), "--topic", "orders/updated"))
 
     assert set(output) == KEYS
     assert output["requests"] == []

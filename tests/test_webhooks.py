@@ -88,7 +88,7 @@ def test_a_body_over_the_limit_gets_413(app, post_order):
 
 
 def test_other_topics_are_stored_as_ignored_and_not_queued(post_order, queue):
-    answer = post_order(fixture_body("refunds_create.json"), topic="refunds/create")
+    answer = post_order(fixture_body("paid_b2c_tax_included.json"), topic="orders/updated")
     assert answer.status_code == 200
     assert answer.json["status"] == "ignored"
     [event] = events()

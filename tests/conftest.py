@@ -11,9 +11,14 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+import requests
+from rq import SimpleWorker
+from rq.registry import ScheduledJobRegistry
 
 from connector import create_app
 from connector.extensions import db
+from connector.invoicexpress.sandbox import serve_in_thread
+from connector.invoicing import init_invoicexpress
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHOPIFY_SECRET = "test-shopify-secret"
@@ -89,3 +94,51 @@ def post_order(client):
         return client.post("/webhooks/shopify", data=body, headers=shopify_headers(body, **headers_kwargs))
 
     return post
+
+
+# --- The IX sandbox, served in a thread for the fast tier ------------------------------------------
+
+API_KEY = "test-api-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def sandbox_url():
+    url, server = serve_in_thread(api_key=API_KEY)
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture
+def sandbox(app, sandbox_url):
+    """The IX sandbox, emptied, with the app pointed at it."""
+    requests.post(f"{sandbox_url}/_sandbox/reset", timeout=5).raise_for_status()
+    app.config.update(INVOICEXPRESS_BASE_URL=sandbox_url, INVOICEXPRESS_API_KEY=API_KEY,
+                      INVOICEXPRESS_READ_TIMEOUT=2)
+    init_invoicexpress(app)
+    return Sandbox(sandbox_url)
+
+
+class Sandbox:
+    def __init__(self, url: str):
+        self.url = url
+
+    def documents(self) -> list[dict]:
+        return requests.get(f"{self.url}/_sandbox/documents", timeout=5).json()
+
+    def calls(self) -> dict:
+        return requests.get(f"{self.url}/_sandbox/calls", timeout=5).json()
+
+    def fault(self, **rule) -> None:
+        requests.post(f"{self.url}/_sandbox/faults", json=[rule], timeout=5).raise_for_status()
+
+
+def drain(queue) -> None:
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+
+
+def run_scheduled_now(queue) -> None:
+    """Move every scheduled job to the queue, as the RQ scheduler does when its time comes."""
+    registry = ScheduledJobRegistry(queue=queue)
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id)
+        queue._enqueue_job(queue.fetch_job(job_id))

@@ -7,7 +7,6 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import pytest
 import requests
 import sqlalchemy as sa
 from rq import SimpleWorker
@@ -15,48 +14,10 @@ from rq.registry import ScheduledJobRegistry
 
 from connector import jobs
 from connector.extensions import db
-from connector.invoicexpress.sandbox import serve_in_thread
-from connector.invoicing import init_invoicexpress, take_lease
+from connector.invoicing import take_lease
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
 from connector.plans import LISBON
-from tests.conftest import fixture_body
-
-API_KEY = "test-api-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def sandbox_url():
-    url, server = serve_in_thread(api_key=API_KEY)
-    yield url
-    server.shutdown()
-
-
-@pytest.fixture
-def sandbox(app, sandbox_url):
-    """The IX sandbox, emptied, with the app pointed at it."""
-    requests.post(f"{sandbox_url}/_sandbox/reset", timeout=5).raise_for_status()
-    app.config.update(INVOICEXPRESS_BASE_URL=sandbox_url, INVOICEXPRESS_API_KEY=API_KEY,
-                      INVOICEXPRESS_READ_TIMEOUT=2)
-    init_invoicexpress(app)
-    return Sandbox(sandbox_url)
-
-
-class Sandbox:
-    def __init__(self, url: str):
-        self.url = url
-
-    def documents(self) -> list[dict]:
-        return requests.get(f"{self.url}/_sandbox/documents", timeout=5).json()
-
-    def calls(self) -> dict:
-        return requests.get(f"{self.url}/_sandbox/calls", timeout=5).json()
-
-    def fault(self, **rule) -> None:
-        requests.post(f"{self.url}/_sandbox/faults", json=[rule], timeout=5).raise_for_status()
-
-
-def drain(queue) -> None:
-    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+from tests.conftest import API_KEY, drain, fixture_body, run_scheduled_now
 
 
 def the_document() -> Document:
@@ -227,12 +188,7 @@ def test_no_secret_email_or_nif_reaches_the_logs(app, sandbox, post_order, queue
         assert secret not in logged
 
 
-def run_scheduled_now(queue) -> None:
-    """Move every scheduled job to the queue, as the RQ scheduler does when its time comes."""
-    registry = ScheduledJobRegistry(queue=queue)
-    for job_id in registry.get_job_ids():
-        registry.remove(job_id)
-        queue._enqueue_job(queue.fetch_job(job_id))
+
 
 
 def test_a_finalize_ix_did_but_answered_500_is_not_sent_twice(sandbox, post_order, queue):

@@ -84,3 +84,25 @@ def test_the_validator_does_catch_an_invalid_body(spec):
     del body["invoice"]["client"]["code"]
     with pytest.raises(Exception, match="code"):
         validate(spec, "POST", "/invoice_receipts.json", body)
+
+
+@pytest.mark.parametrize(("order", "refund"), [
+    ("paid_b2c_tax_included.json", "refund_full_b2c.json"),
+    ("paid_mixed_rates.json", "refund_mixed_rates.json"),
+    ("paid_with_discount_and_nif.json", "refund_amount_only.json"),
+    ("paid_b2b_nif_in_company.json", "refund_with_restocking_fee.json"),
+])
+def test_every_request_of_a_credit_note_is_valid_against_the_spec(spec, order, refund):
+    from connector.plans import plan_credit_note
+    from connector.platforms import shopify
+
+    sale = load(order)
+    fixtures = Path(__file__).parents[1] / "fixtures" / "shopify"
+    refunded = shopify.to_refund(json.loads((fixtures / refund).read_text()), store=sale.store,
+                                 taxes_included=sale.taxes_included,
+                                 order=json.loads((fixtures / order).read_text()))
+    plan = plan_credit_note(refunded, sale, SETTINGS, left_to_credit=sale.total)
+    assert plan.verdict == "issue", plan.reasons
+    plan.create_body["invoice"]["owner_invoice_id"] = 1049
+    for request in plan.requests():
+        validate(spec, request["method"], request["path"], request["body"])

@@ -1,0 +1,154 @@
+"""Refunds and cancellations against the IX sandbox: the right credit note once, or nothing, never twice."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from connector.extensions import db
+from connector.models import Document, DocumentState, WebhookEvent
+from tests.conftest import drain, fixture_body, run_scheduled_now
+
+
+@pytest.fixture
+def refund(post_order):
+    def post(name: str, **kwargs):
+        return post_order(fixture_body(name), topic="refunds/create", **kwargs)
+
+    return post
+
+
+def documents() -> dict[str, Document]:
+    return {d.source_key: d for d in db.session.scalars(sa.select(Document).order_by(Document.id))}
+
+
+def ix(sandbox, type_name: str) -> list[dict]:
+    return [d for d in sandbox.documents() if d["type"] == type_name]
+
+
+def issue(post_order, queue, name: str) -> None:
+    post_order(fixture_body(name))
+    drain(queue)
+
+
+@pytest.mark.parametrize(("order", "refund_file", "total", "items"), [
+    ("paid_b2c_tax_included.json", "refund_full_b2c.json", "59.86", None),
+    ("paid_b2c_tax_included.json", "refund_partial_one_line.json", "9.99", [("CAN-CER-01", 1, "IVA23")]),
+    ("paid_madeira.json", "refund_shipping_only.json", "7.90", [("shipping", 1, "IVA22")]),
+    ("paid_mixed_rates.json", "refund_mixed_rates.json", "24.50", None),
+    ("paid_tax_excluded.json", "refund_tax_excluded.json", "61.50", None),
+    ("paid_with_discount_and_nif.json", "refund_amount_only.json", "10.00", None),
+    ("paid_b2b_nif_in_company.json", "refund_with_restocking_fee.json", "147.00", None),
+])
+def test_a_refund_becomes_one_final_emailed_credit_note_on_its_invoice(sandbox, post_order, queue, refund,
+                                                                       order, refund_file, total, items):
+    issue(post_order, queue, order)
+    refund(refund_file)
+    drain(queue)
+
+    [invoice] = [d for d in sandbox.documents() if d["type"] in ("InvoiceReceipt", "Invoice")]
+    [credit] = ix(sandbox, "CreditNote")
+    assert credit["status"] == "final"
+    assert credit["document"]["owner_invoice_id"] == invoice["id"]
+    assert Decimal(str(credit["totals"]["total"])) == Decimal(total)
+    assert len(credit["emails"]) == 1
+    if items is not None:
+        assert [(i["name"], int(float(i["quantity"])), i["tax"]["name"]) for i in credit["document"]["items"]] \
+            == items
+    note = next(d for key, d in documents().items() if key.startswith("refund:"))
+    assert note.state == DocumentState.DONE
+    assert note.original.ix_id == invoice["id"]
+
+
+def test_mixed_rates_are_credited_at_each_lines_rate(sandbox, post_order, queue, refund):
+    issue(post_order, queue, "paid_mixed_rates.json")
+    refund("refund_mixed_rates.json")
+    drain(queue)
+    [credit] = ix(sandbox, "CreditNote")
+    assert {i["tax"]["name"] for i in credit["document"]["items"]} == {"IVA6", "IVA23"}
+
+
+def test_a_refund_delivered_twice_gives_one_credit_note(sandbox, post_order, queue, refund):
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    refund("refund_partial_one_line.json", event_id="delivery-1")
+    refund("refund_partial_one_line.json", event_id="delivery-2")  # another subscription, same refund
+    drain(queue)
+
+    assert len(db.session.scalars(sa.select(WebhookEvent)).all()) == 3
+    assert len(ix(sandbox, "CreditNote")) == 1
+
+
+def test_a_refund_arriving_before_the_invoice_waits_for_it(sandbox, post_order, queue, refund):
+    refund("refund_partial_one_line.json")
+    drain(queue)
+    [note] = documents().values()
+    assert note.state == DocumentState.PENDING
+    assert note.last_error == "Waiting for the order's invoice to be issued."
+    assert note.attempts == 0  # waiting is not failing
+    assert sandbox.documents() == []
+
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    run_scheduled_now(queue)
+    drain(queue)
+    states = {key: d.state for key, d in documents().items()}
+    assert set(states.values()) == {DocumentState.DONE}
+    assert len(ix(sandbox, "CreditNote")) == 1
+
+
+def test_credits_never_exceed_the_invoice(sandbox, post_order, queue, refund):
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    refund("refund_full_b2c.json")
+    drain(queue)
+    refund("refund_partial_one_line.json")  # a second refund after everything was given back
+    drain(queue)
+
+    held = documents()["refund:1012345678003:credit_note"]
+    assert held.state == DocumentState.HELD
+    assert "left to credit" in held.last_error
+    credits = ix(sandbox, "CreditNote")
+    invoice_total = Decimal("59.86")
+    assert sum(Decimal(str(c["totals"]["total"])) for c in credits) <= invoice_total
+    assert len(credits) == 1
+
+
+def test_an_order_cancelled_before_payment_is_never_invoiced(sandbox, post_order, queue):
+    post_order(fixture_body("cancelled_unpaid.json"), topic="orders/cancelled")
+    drain(queue)
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CANCELED
+    # The payment webhook of the same order, late or replayed, issues nothing.
+    issue(post_order, queue, "authorized_not_paid.json")
+    assert sandbox.documents() == []
+
+
+def test_a_cancellation_deletes_a_draft_instead_of_finalizing_it(sandbox, post_order, queue):
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="status",
+                  status=503, times=1)
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CREATED
+
+    cancelled = fixture_body("paid_b2c_tax_included.json").replace(b'"financial_status": "paid"',
+                                                                   b'"financial_status": "refunded"')
+    post_order(cancelled, topic="orders/cancelled")
+    drain(queue)
+    run_scheduled_now(queue)  # the finalize retry that was waiting
+    drain(queue)
+
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CANCELED
+    [draft] = sandbox.documents()
+    assert draft["status"] == "deleted"
+
+
+def test_a_cancellation_after_the_invoice_leaves_it_to_the_refund(sandbox, post_order, queue, refund):
+    issue(post_order, queue, "paid_foreign_customer.json")
+    post_order(fixture_body("cancelled_after_payment.json"), topic="orders/cancelled")
+    drain(queue)
+    [sale] = documents().values()
+    assert sale.state == DocumentState.DONE
+    [event] = db.session.scalars(sa.select(WebhookEvent).where(WebhookEvent.topic == "orders/cancelled")).all()
+    assert "refund becomes a credit note" in event.note
+    assert [d["status"] for d in sandbox.documents()] == ["settled"]

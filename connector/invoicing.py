@@ -364,7 +364,7 @@ def _wait_for_invoice(document: Document, schedule_retry) -> None:
     if document.last_error != message:
         document.last_error = message
         record(document, "waiting", message)
-    delay = 60.0
+    delay = float(current_app.config["SWEEP_INTERVAL_SECONDS"])  # look again at the sweeper's pace
     document.next_attempt_at = utcnow() + timedelta(seconds=delay)
     db.session.commit()
     schedule_retry(document, delay)

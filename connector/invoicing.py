@@ -84,14 +84,32 @@ def plan_for(event: WebhookEvent, today=None) -> tuple[Order, Plan]:
     return order, plan_sale(order, settings, today)
 
 
-def load_refund(event: WebhookEvent, settings: Settings, sale: Document | None = None) -> Refund:
-    """The refund a stored event carries; read against the sale's order when we have it (its prices say
-    whether the refund's amounts include VAT, and its lines name what a bare refund line was)."""
+def load_refund(event: WebhookEvent, settings: Settings, sale: Document | None = None,
+                refund_id: str | None = None) -> Refund:
+    """The refund a stored event carries — the event itself, or entry `refund_id` of an order's refunds —
+    read against the sale's order when we have it (its prices say whether the refund's amounts include
+    VAT, and its lines name what a bare refund line was)."""
     platform = PLATFORMS[event.platform]
+    payload = json.loads(event.body)
+    if event.topic != platform.REFUND_TOPIC:
+        payload = next(entry for entry in payload.get("refunds") or [] if str(entry.get("id")) == refund_id)
     order = json.loads(sale.event.body) if sale is not None else None
     taxes_included = load_order(sale.event, settings).taxes_included if sale is not None else None
-    return platform.to_refund(json.loads(event.body), store=event.store.domain, money=settings.invoice_currency,
+    return platform.to_refund(payload, store=event.store.domain, money=settings.invoice_currency,
                               taxes_included=taxes_included, order=order)
+
+
+def refunds_in_order(event: WebhookEvent, order: Order, settings: Settings) -> list[Refund]:
+    """The money-giving refunds an order payload lists (a cancellation carries the refund it made)."""
+    platform = PLATFORMS[event.platform]
+    payload = json.loads(event.body)
+    refunds = []
+    for entry in payload.get("refunds") or []:
+        refund = platform.to_refund(entry, store=event.store.domain, money=settings.invoice_currency,
+                                    taxes_included=order.taxes_included, order=payload)
+        if refund.amount > 0:
+            refunds.append(refund)
+    return refunds
 
 
 def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
@@ -106,7 +124,8 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
             work = _refund_with_its_sale(event, settings)
         else:
             order = load_order(event, settings)
-            work = order if event.topic == platform.CANCEL_TOPIC else (order, plan_sale(order, settings))
+            work = (order, refunds_in_order(event, order, settings)) if event.topic == platform.CANCEL_TOPIC \
+                else (order, plan_sale(order, settings))
     except Exception as error:  # noqa: BLE001 - reading and planning do no I/O: retrying cannot help
         # The platform's load error explains itself; anything else is named, so nothing waits forever.
         note = str(error) if isinstance(error, ValueError) \
@@ -118,7 +137,12 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
     if event.topic == platform.REFUND_TOPIC:
         return _process_refund(event, work, enqueue)
     if event.topic == platform.CANCEL_TOPIC:
-        return _process_cancellation(event, work, settings, client_factory)
+        order, refunds = work
+        _process_cancellation(event, order, client_factory)
+        for refund in refunds:  # the same refund seen in refunds/create too still makes one credit note
+            _add_credit_note(event, refund, enqueue)
+        db.session.commit()
+        return None
     order, plan = work
     event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
     if plan.verdict == "none":
@@ -183,10 +207,15 @@ def _refund_with_its_sale(event: WebhookEvent, settings: Settings) -> Refund:
 def _process_refund(event: WebhookEvent, refund: Refund, enqueue) -> Document | None:
     """One credit note per refund, tied to the order's invoice (which it waits for if need be)."""
     event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
+    document = _add_credit_note(event, refund, enqueue)
+    db.session.commit()
+    return document
+
+
+def _add_credit_note(event: WebhookEvent, refund: Refund, enqueue) -> Document | None:
     key = credit_note_key(refund.refund_id)
     if (existing := _find(event.store_id, key)) is not None:
-        event.note = f"Document {existing.id} already covers this refund."
-        db.session.commit()
+        event.note = f"Document {existing.id} already covers refund {refund.refund_id}."
         return existing
     sale = _find(event.store_id, f"order:{refund.order_id}:receipt")
     document = Document(
@@ -197,7 +226,6 @@ def _process_refund(event: WebhookEvent, refund: Refund, enqueue) -> Document | 
         proprietary_uid=proprietary_uid(event.platform, event.store.domain, key),
     )
     if not _add(document):
-        db.session.commit()
         return None
     record(document, "planned", f"Credit note for refund {refund.refund_id} of {document.order_ref}, "
                                 f"{refund.amount} given back.")
@@ -206,7 +234,7 @@ def _process_refund(event: WebhookEvent, refund: Refund, enqueue) -> Document | 
     return document
 
 
-def _process_cancellation(event: WebhookEvent, order: Order, settings: Settings, client_factory) -> None:
+def _process_cancellation(event: WebhookEvent, order: Order, client_factory) -> None:
     """A cancelled order: nothing is issued if nothing was, a draft is deleted, a final invoice stays
     (its refund becomes a credit note)."""
     key = sale_key(order)
@@ -454,7 +482,9 @@ def plan_document(document: Document, today=None) -> Plan:
     if document.doc_type != CREDIT_NOTE:
         return plan_for(document.event, today)[1]
     settings = settings_for(document.store)
-    order_id = json.loads(document.event.body).get("order_id")
+    payload = json.loads(document.event.body)
+    order_id = payload.get("order_id") if document.event.topic == PLATFORMS[document.event.platform].REFUND_TOPIC \
+        else payload.get("id")
     sale = document.original or _find(document.store_id, f"order:{order_id}:receipt")
     if sale is not None and sale.state == DocumentState.CANCELED:
         return Plan(verdict="none", reasons=["The order's invoice was cancelled before it was issued: "
@@ -462,7 +492,7 @@ def plan_document(document: Document, today=None) -> Plan:
     if sale is None or sale.state not in DocumentState.ISSUED:
         raise WaitingForInvoice()
     document.original_id = sale.id
-    refund = load_refund(document.event, settings, sale)
+    refund = load_refund(document.event, settings, sale, refund_id=document.source_key.split(":")[1])
     credited = sum((Decimal(other.total) for other in db.session.scalars(
         sa.select(Document).where(Document.original_id == sale.id, Document.id != document.id,
                                   Document.state.not_in((DocumentState.FAILED, DocumentState.CANCELED,

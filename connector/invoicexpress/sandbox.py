@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import html
+import random
 import re
 import threading
 import time
@@ -185,21 +186,43 @@ class _Record:
 
 @dataclass
 class _Fault:
-    """A fault-injection rule: applies to the next `times` requests matching method and path."""
+    """A fault-injection rule: strikes a matching request (method and path) with `probability`, and
+    stays for `times` strikes (None: for good). `matched` and `triggered` count what it saw and did."""
 
     path: str
     kind: str
-    times: int
+    times: int | None
     method: str | None
     regex: bool
     status: int
     seconds: float
     retry_after: float | None
+    probability: float = 1.0
+    seed: int | str | None = None
+    matched: int = 0
+    triggered: int = 0
+    # Seeded from `seed`, so that a run with the same requests in the same order strikes the same ones.
+    rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
             return False
         return bool(re.fullmatch(self.path, path)) if self.regex else self.path == path
+
+    def strikes(self) -> bool:
+        """Whether this matching request gets the fault (call with the state's lock held)."""
+        self.matched += 1
+        # Drawn only when the rule is probabilistic, so a certain rule leaves the generator untouched.
+        if self.probability < 1 and self.rng.random() >= self.probability:
+            return False
+        self.triggered += 1
+        if self.times is not None:
+            self.times -= 1
+        return True
+
+    @property
+    def spent(self) -> bool:
+        return self.times is not None and self.times <= 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -211,6 +234,10 @@ class _Fault:
             "status": self.status,
             "seconds": self.seconds,
             "retry_after": self.retry_after,
+            "probability": self.probability,
+            "seed": self.seed,
+            "matched": self.matched,
+            "triggered": self.triggered,
         }
 
 
@@ -238,11 +265,12 @@ class _State:
         self.calls: Counter[str] = Counter()
 
     def take_fault(self, method: str, path: str) -> _Fault | None:
+        """The first matching rule that strikes this request; a rule that lets it pass (its
+        probability) hands it on to the next matching rule."""
         with self.lock:
             for fault in self.faults:
-                if fault.matches(method, path):
-                    fault.times -= 1
-                    if fault.times <= 0:
+                if fault.matches(method, path) and fault.strikes():
+                    if fault.spent:
                         self.faults.remove(fault)
                     return fault
         return None
@@ -885,14 +913,23 @@ def _fault_from(rule: Any) -> _Fault:
         except re.error as exc:
             raise _Refusal(400, {"error": f"bad regex: {exc}"}) from None
     try:
-        times = int(rule.get("times", 1))
+        # "times": null keeps the rule for good (with a probability, a fault at random for the whole run).
+        times = None if "times" in rule and rule["times"] is None else int(rule.get("times", 1))
         status = int(rule.get("status", 500))
         seconds = float(rule.get("seconds", _FAULT_DEFAULT_SECONDS.get(kind, 0.0)))
         retry_after = None if rule.get("retry_after") is None else float(rule["retry_after"])
+        probability = float(rule.get("probability", 1))
     except (TypeError, ValueError):
-        raise _Refusal(400, {"error": "times, status, seconds and retry_after must be numbers"}) from None
-    if times < 1 or not 100 <= status <= 599 or seconds < 0:
-        raise _Refusal(400, {"error": "times must be >= 1, status an HTTP status, seconds >= 0"})
+        raise _Refusal(
+            400, {"error": "times, status, seconds, retry_after and probability must be numbers"}
+        ) from None
+    if (times is not None and times < 1) or not 100 <= status <= 599 or seconds < 0:
+        raise _Refusal(400, {"error": "times must be >= 1 or null, status an HTTP status, seconds >= 0"})
+    if not 0 < probability <= 1:  # also NaN
+        raise _Refusal(400, {"error": "probability must be > 0 and <= 1"})
+    seed = rule.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
+        raise _Refusal(400, {"error": "seed must be an integer or a string"})
     method = rule.get("method")
     return _Fault(
         path=rule["path"],
@@ -903,11 +940,20 @@ def _fault_from(rule: Any) -> _Fault:
         status=status,
         seconds=seconds,
         retry_after=retry_after,
+        probability=probability,
+        seed=seed,
+        rng=random.Random(seed),
     )
 
 
 def sandbox_faults() -> ResponseReturnValue:
-    """GET/POST/DELETE /_sandbox/faults: show, add to, or clear the fault-injection rules."""
+    """GET/POST/DELETE /_sandbox/faults: show, add to, or clear the fault-injection rules.
+
+    A rule: `path` (`regex` true to match it as one), optional `method`, `kind` (status, after, delay,
+    hang), `status`, `retry_after` (429), `seconds`, `times` (strikes before the rule goes; null: never),
+    `probability` (0 < p <= 1, default 1: each matching request is struck with it) and `seed` (for
+    reproducible strikes). GET shows each rule still in force with the requests it `matched` and the
+    faults it `triggered`."""
     state = _state()
     if request.method == "POST":
         rules = request.get_json(force=True, silent=True)

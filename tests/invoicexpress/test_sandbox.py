@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -949,3 +950,63 @@ def test_module_runs_as_a_server():
 def test_flask_cli_finds_the_app():
     app = ScriptInfo(app_import_path="connector.invoicexpress.sandbox").load_app()
     assert app.test_client().get("/taxes.json?api_key=any").status_code == 200
+
+
+def _strikes(client, rule: dict[str, Any], requests_made: int = 200) -> list[int]:
+    """The indexes of the GET /taxes.json calls that a fresh `rule` struck with its fault."""
+    client.delete("/_sandbox/faults")
+    _faults(client, {"path": "/taxes.json", "kind": "status", "status": 503, **rule})
+    return [n for n in range(requests_made) if client.get(_url("/taxes.json")).status_code == 503]
+
+
+def test_probability_faults_strike_at_random_reproducibly_and_times_counts_strikes(client):
+    unlimited = {"probability": 0.25, "seed": 7, "times": None}
+    struck = _strikes(client, unlimited)
+    assert 25 <= len(struck) <= 75  # 50 expected; the seed makes it one fixed draw
+    [rule] = client.get("/_sandbox/faults").json
+    assert (rule["matched"], rule["triggered"], rule["times"]) == (200, len(struck), None)
+    assert (rule["probability"], rule["seed"]) == (0.25, 7)
+    # The same seed strikes the same requests, in this app or a fresh one; another seed does not.
+    assert _strikes(client, unlimited) == struck
+    assert _strikes(sandbox.create_app(KEY).test_client(), unlimited) == struck
+    assert _strikes(client, {**unlimited, "seed": "other"}) != struck
+
+    # `times` counts the faults triggered, not the requests matched; the rule goes after the last one.
+    limited = _strikes(client, {"probability": 0.25, "seed": 7, "times": 3})
+    assert limited == struck[:3]
+    assert client.get("/_sandbox/faults").json == []
+
+    # Without a probability every matching request is struck, as before.
+    assert _strikes(client, {"times": 2}, requests_made=5) == [0, 1]
+
+
+def test_a_probability_rule_that_lets_a_request_pass_hands_it_to_the_next_rule(client):
+    _faults(
+        client,
+        {"path": "/taxes.json", "kind": "status", "status": 503, "probability": 0.5, "seed": 1, "times": None},
+        {"path": "/taxes.json", "kind": "status", "status": 429, "times": None},
+    )
+    statuses = Counter(client.get(_url("/taxes.json")).status_code for _ in range(100))
+    assert set(statuses) == {503, 429} and sum(statuses.values()) == 100
+    first, second = client.get("/_sandbox/faults").json
+    assert (first["matched"], first["triggered"]) == (100, statuses[503])
+    assert (second["matched"], second["triggered"]) == (statuses[429], statuses[429])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"probability": 0},
+        {"probability": 1.5},
+        {"probability": -0.1},
+        {"probability": "often"},
+        {"probability": None},
+        {"seed": [1, 2]},
+        {"seed": 1.5},
+        {"times": "many"},
+    ],
+)
+def test_bad_probability_seed_or_times_are_refused(client, extra):
+    rule = {"path": "/taxes.json", "kind": "status", **extra}
+    assert client.post("/_sandbox/faults", json=[rule]).status_code == 400
+    assert client.get("/_sandbox/faults").json == []

@@ -51,23 +51,27 @@ def run(queue, sweep_interval: float, burst: bool = False) -> None:
     """
     pause = 1.0
     while True:
-        # The worker's heartbeat decides how long it blocks waiting for jobs; keep it under the sweep
-        # interval so the sweeper beat is kept even when the queue is idle.
-        worker = ConnectorWorker(
-            [queue], connection=queue.connection, maintenance_interval=int(sweep_interval),
-            worker_ttl=max(20, int(sweep_interval) // 2 + 15),
-        )
+        worker = None
         try:
+            # Built inside the try: RQ talks to Redis already while constructing the worker, and Redis
+            # may still be away when the worker is started again.
+            worker = ConnectorWorker(
+                [queue], connection=queue.connection, maintenance_interval=int(sweep_interval),
+                # The heartbeat decides how long the worker blocks waiting for jobs; under the sweep
+                # interval, so the sweeper beat is kept even when the queue is idle.
+                worker_ttl=max(20, int(sweep_interval) // 2 + 15),
+            )
             worker.work(with_scheduler=True, burst=burst,
                         logging_level=logging.getLevelName(logger.getEffectiveLevel()))
         except Exception:  # the teardown after a lost connection can fail too; the loop is the remedy
             logger.warning("worker stopped on an error", exc_info=True)
-        if burst or worker._stop_requested:
+        stop_requested = worker is not None and worker._stop_requested
+        if stop_requested or (burst and worker is not None):
             return
-        logger.warning("worker lost its connection; starting again in %.0f s", pause)
+        logger.warning("worker lost its connection to Redis; starting again in %.0f s", pause)
         deadline = time.monotonic() + pause
-        while time.monotonic() < deadline and not worker._stop_requested:
+        while time.monotonic() < deadline and not (worker is not None and worker._stop_requested):
             time.sleep(0.2)  # a SIGTERM now still reaches RQ's handler, which sets the flag
-        if worker._stop_requested:
+        if worker is not None and worker._stop_requested:
             return
         pause = min(pause * 2, 30.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import pwd
@@ -712,3 +713,20 @@ def flush_redis(url: str) -> None:
         client.flushall()
     finally:
         client.close()
+
+
+def kill_like_a_crash(worker: Proc) -> None:
+    """SIGKILL the worker as a dying machine would: its process group and its work-horse, which RQ puts
+    in a process group of its own (so killing the group alone would let the job run to its end)."""
+    family, look = [], [worker.pid]
+    while look:
+        children = children_of(look.pop())
+        family += children
+        look += children
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.kill(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(pid_alive(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -5,11 +5,8 @@ Run with -s (or -rA) to see the summary line it prints."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -18,7 +15,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.integration import services
@@ -121,23 +117,6 @@ def issuing_now(log: str, ix_called: bool = False) -> bool:
     return in_job and (not ix_called or "connector.invoicexpress.client IX " in log[begun:])
 
 
-def kill_like_a_crash(worker) -> None:
-    """SIGKILL the worker as a dying machine would: its process group and its work-horse, which RQ puts
-    in a process group of its own (so killing the group alone would let the job run to its end)."""
-    family, look = [], [worker.pid]
-    while look:
-        children = services.children_of(look.pop())
-        family += children
-        look += children
-    for pid in family:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    worker.kill(signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(services.pid_alive(pid) for pid in family) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def by_reference(documents: list[dict]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = defaultdict(list)
     for document in documents:
@@ -145,13 +124,6 @@ def by_reference(documents: list[dict]) -> dict[str, list[dict]]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=WorkerExited,
-    reason="connector/worker.py run() builds ConnectorWorker outside its try: RQ's Worker.__init__ sends "
-    "CLIENT SETNAME, so when Redis is still away at the restart after the 1 s pause the ConnectionError "
-    "escapes and the worker process exits with status 1 instead of trying again",
-)
 def test_chaos_many_orders_duplicates_ix_faults_kills_and_a_redis_restart_yield_one_document_each(
     connector, redis_server
 ):
@@ -216,7 +188,7 @@ def test_chaos_many_orders_duplicates_ix_faults_kills_and_a_redis_restart_yield_
             time.sleep(0.005)
         if worker.running:  # one that already exited on its own is counted as such, not as killed
             killed_pids.add(worker.pid)
-            kill_like_a_crash(worker)
+            services.kill_like_a_crash(worker)
             killed_mid_issue += issuing_now(worker.output(4000))  # the log as it ended
         killed.append(name)
         time.sleep(WORKER_DOWN_SECONDS)

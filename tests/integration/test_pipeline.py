@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+
+from tests.integration import services
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "shopify"
 
@@ -47,7 +48,7 @@ def test_a_worker_killed_between_create_and_finalize_still_yields_one_finalized_
                          what="the draft to be created")
     connector.worker.wait_for_log(r"created", timeout=10)
     time.sleep(0.5)  # the finalize request is now in flight
-    connector.worker.kill(signal.SIGKILL)
+    services.kill_like_a_crash(connector.worker)  # the worker and the job it was running
     assert connector.rows("SELECT state FROM documents") == [("created",)]
 
     connector.start_worker()

@@ -506,10 +506,9 @@ def plan_document(document: Document, today=None) -> Plan:
 
 def email_for(document: Document) -> dict | None:
     """The e-mail that goes with the document (to the order's customer), or None."""
-    if document.doc_type == CREDIT_NOTE:
-        return plan_document(document).email_body
-    settings = settings_for(document.store)
-    return email_body(load_order(document.event, settings), document.doc_type)
+    # A credit note goes to the customer of the order it refunds, whatever its plan would say today.
+    sale = document.original if document.doc_type == CREDIT_NOTE else document
+    return email_body(load_order(sale.event, settings_for(document.store)), document.doc_type)
 
 
 IX_TYPE_NAMES = {"invoice_receipts": "InvoiceReceipt", "invoices": "Invoice", "credit_notes": "CreditNote"}

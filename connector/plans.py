@@ -147,9 +147,13 @@ def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Pl
 
 
 def email_body(order: Order, doc_type: str = schemas.INVOICE_RECEIPT) -> dict | None:
-    """The e-mail IX sends the customer with the document, or None when the order has no address."""
+    """The e-mail IX sends the order's customer with a document of `doc_type`, or None without an address."""
     if not order.customer.email:
         return None
+    if doc_type == schemas.CREDIT_NOTE:
+        return schemas.email_request(
+            order.customer.email, subject=f"Nota de crédito da encomenda {order.name}",
+            body=f"Segue em anexo a nota de crédito do reembolso da encomenda {order.name}.")
     kind = "fatura-recibo" if doc_type == schemas.INVOICE_RECEIPT else "fatura"
     return schemas.email_request(
         order.customer.email,
@@ -355,10 +359,7 @@ def plan_credit_note(refund, sale: Order, settings: Settings, left_to_credit: De
     plan.computed_total = document_total(body["invoice"]["items"], settings.tax_rates)
     if plan.reasons:
         plan.verdict = "hold"
-    if sale.customer.email:
-        plan.email_body = schemas.email_request(
-            sale.customer.email, subject=f"Nota de crédito da encomenda {sale.name}",
-            body=f"Segue em anexo a nota de crédito do reembolso da encomenda {sale.name}.")
+    plan.email_body = email_body(sale, schemas.CREDIT_NOTE)
     return plan
 
 

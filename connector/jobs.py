@@ -49,14 +49,19 @@ def enqueue_document(document: Document, delay: float = 0) -> None:
         logger.warning("document %s not queued: Redis unavailable, the sweeper will queue it", document.id)
 
 
+def job_status(job_id: str | None, connection) -> JobStatus | None:
+    """The job's status in Redis, or None when Redis has no (readable) job by that id."""
+    if not job_id:
+        return None
+    try:
+        return Job.fetch(job_id, connection=connection).get_status()
+    except Exception:  # NoSuchJobError, a job hash Redis evicted half-way, or Redis away
+        return None
+
+
 def is_waiting(job_id: str | None) -> bool:
     """Whether the job is still in Redis waiting to run (a lost or finished job is not)."""
-    if not job_id:
-        return False
-    try:
-        return Job.fetch(job_id, connection=get_queue().connection).get_status() in WAITING
-    except Exception:  # NoSuchJobError, a job hash Redis evicted half-way, or Redis away
-        return False
+    return job_status(job_id, get_queue().connection) in WAITING
 
 
 def process_event(event_id: int) -> None:

@@ -6,7 +6,7 @@ import logging
 import time
 
 from redis.exceptions import RedisError
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.worker import HerokuWorker
 
 from connector import jobs
@@ -31,12 +31,9 @@ class ConnectorWorker(HerokuWorker):
 
 
 def queue_sweep(queue) -> None:
-    try:
-        existing = Job.fetch(SWEEP_JOB_ID, connection=queue.connection)
-        if existing.get_status() in (JobStatus.QUEUED, JobStatus.STARTED):
-            return
-    except Exception:  # no such job yet (or an unreadable one): queue a fresh sweep
-        pass
+    """Queue a sweep unless one is already waiting or running."""
+    if jobs.job_status(SWEEP_JOB_ID, queue.connection) in (JobStatus.QUEUED, JobStatus.STARTED):
+        return
     try:
         queue.enqueue(jobs.sweep, job_id=SWEEP_JOB_ID, job_timeout=jobs.JOB_TIMEOUT, result_ttl=60)
     except RedisError:

@@ -200,7 +200,7 @@ def _add(document: Document) -> bool:
 def _refund_with_its_sale(event: WebhookEvent, settings: Settings) -> Refund:
     payload = json.loads(event.body)
     order_id = payload.get("order_id") if isinstance(payload, dict) else None
-    sale = _find(event.store_id, f"order:{order_id}:receipt") if order_id is not None else None
+    sale = _find(event.store_id, sale_key(order_id)) if order_id is not None else None
     return load_refund(event, settings, sale)
 
 
@@ -217,7 +217,7 @@ def _add_credit_note(event: WebhookEvent, refund: Refund, enqueue) -> Document |
     if (existing := _find(event.store_id, key)) is not None:
         event.note = f"Document {existing.id} already covers refund {refund.refund_id}."
         return existing
-    sale = _find(event.store_id, f"order:{refund.order_id}:receipt")
+    sale = _find(event.store_id, sale_key(refund.order_id))
     document = Document(
         store_id=event.store_id, source_key=key, event_id=event.id, doc_type=CREDIT_NOTE,
         order_ref=(sale.order_ref if sale else refund.order_name or f"order {refund.order_id}")[:255],
@@ -237,7 +237,7 @@ def _add_credit_note(event: WebhookEvent, refund: Refund, enqueue) -> Document |
 def _process_cancellation(event: WebhookEvent, order: Order, client_factory) -> None:
     """A cancelled order: nothing is issued if nothing was, a draft is deleted, a final invoice stays
     (its refund becomes a credit note)."""
-    key = sale_key(order)
+    key = sale_key(order.order_id)
     document = _find(event.store_id, key)
     if document is None:
         # Cancelled before it was paid or before its payment reached us: an orders/paid arriving late
@@ -485,7 +485,7 @@ def plan_document(document: Document, today=None) -> Plan:
     payload = json.loads(document.event.body)
     order_id = payload.get("order_id") if document.event.topic == PLATFORMS[document.event.platform].REFUND_TOPIC \
         else payload.get("id")
-    sale = document.original or _find(document.store_id, f"order:{order_id}:receipt")
+    sale = document.original or _find(document.store_id, sale_key(order_id))
     if sale is not None and sale.state == DocumentState.CANCELED:
         return Plan(verdict="none", reasons=["The order's invoice was cancelled before it was issued: "
                                              "there is nothing to credit."])

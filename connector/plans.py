@@ -81,15 +81,16 @@ def proprietary_uid(platform: str, store: str, source_key: str) -> str:
     return f"{platform}:{store}:{source_key}"
 
 
-def sale_key(order: Order) -> str:
+def sale_key(order_id: str) -> str:
     """The obligation a paid order creates: one sale document, whatever its type."""
-    return f"order:{order.order_id}:receipt"
+    return f"order:{order_id}:receipt"
 
 
 def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Plan:
     """Decide what a paid-order event owes: one invoice receipt (or invoice), nothing, or a hold."""
-    plan = Plan(verdict="issue", doc_type=DOCUMENT_TYPES[settings.document_type], source_key=sale_key(order),
-                currency=order.currency, expected_total=order.total, tax_rates=settings.tax_rates)
+    plan = Plan(verdict="issue", doc_type=DOCUMENT_TYPES[settings.document_type],
+                source_key=sale_key(order.order_id), currency=order.currency, expected_total=order.total,
+                tax_rates=settings.tax_rates)
     if order.test and not settings.issue_test_orders:
         return _none(plan, "This is a test order; test orders are not invoiced (ISSUE_TEST_ORDERS).")
     if order.financial_status == "refunded":
@@ -115,9 +116,7 @@ def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Pl
         item = _item(line, order, settings, tax_id, plan.reasons, exemptions)
         if item is not None:
             items.append(item)
-            vat = settings.tax_rates[item.tax_name]
-            charged = line.unit_price * line.quantity - line.discount
-            exact_total += charged if order.taxes_included else charged * (1 + vat / 100)
+            exact_total += charged_gross(line, order.taxes_included, settings.tax_rates[item.tax_name])
     if not items and not plan.reasons:
         plan.reasons.append("The order has no lines to invoice.")
     if len(exemptions) > 1:
@@ -136,14 +135,7 @@ def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Pl
         currency_code=None if order.currency == "EUR" else order.currency,
         rate=None if exchange_rate is None else str(exchange_rate), sequence_id=settings.sequence_id,
     )
-    body = schemas.create_request(document, proprietary_uid(order.platform, order.store, plan.source_key))
-    _fit_total(body, order, settings, plan, exact_total)
-    plan.create_body = body
-    plan.computed_total = document_total(body["invoice"]["items"], settings.tax_rates)
-    if plan.reasons:
-        plan.verdict = "hold"
-    plan.email_body = email_body(order, plan.doc_type)
-    return plan
+    return _finish(plan, document, order, order.total, settings, exact_total)
 
 
 def email_body(order: Order, doc_type: str = schemas.INVOICE_RECEIPT) -> dict | None:
@@ -160,6 +152,12 @@ def email_body(order: Order, doc_type: str = schemas.INVOICE_RECEIPT) -> dict | 
         subject=f"{kind.capitalize()} da encomenda {order.name}",
         body=f"Obrigado pela sua compra. Segue em anexo a {kind} da encomenda {order.name}.",
     )
+
+
+def charged_gross(line: Line, taxes_included: bool, rate: Decimal) -> Decimal:
+    """What the shop charged for a line, VAT included, before anybody rounds."""
+    charged = line.unit_price * line.quantity - line.discount
+    return charged if taxes_included else charged * (1 + rate / 100)
 
 
 def _none(plan: Plan, reason: str) -> Plan:
@@ -219,25 +217,39 @@ def _item(line: Line, order: Order, settings: Settings, tax_id, reasons: list[st
     )
 
 
-def _fit_total(body: dict, order: Order, settings: Settings, plan: Plan, exact_total: Decimal) -> None:
+def _finish(plan: Plan, document: schemas.Document, order: Order, paid: Decimal, settings: Settings,
+            exact_total: Decimal) -> Plan:
+    """The request body for `document`, its total made to equal `paid` (or held), and its e-mail."""
+    body = schemas.create_request(document, proprietary_uid(order.platform, order.store, plan.source_key))
+    _fit_total(body, paid, order.currency, settings, plan, exact_total)
+    plan.create_body = body
+    plan.computed_total = document_total(body["invoice"]["items"], settings.tax_rates)
+    if plan.reasons:
+        plan.verdict = "hold"
+    plan.email_body = email_body(order, plan.doc_type)
+    return plan
+
+
+def _fit_total(body: dict, paid: Decimal, currency: str, settings: Settings, plan: Plan,
+               exact_total: Decimal) -> None:
     """Make IX's total equal what was paid, or hold with both totals."""
     items = body["invoice"]["items"]
     # The shop rounds each line's VAT to the cent, IX rounds the document once: half a cent per line
     # at most. A larger gap means the shop's own figures do not add up, which no price adjustment
     # may hide.
     tolerance = HALF_CENT * len(items)
-    fitted = fit_unit_prices(items, settings.tax_rates, order.total) \
-        if abs(order.total - exact_total) <= tolerance else None
+    fitted = fit_unit_prices(items, settings.tax_rates, paid) \
+        if abs(paid - exact_total) <= tolerance else None
     if fitted is None:
         total = document_total(items, settings.tax_rates)
         plan.reasons.append(
-            f"The invoice would total {total} {order.currency} but the customer paid {order.total} "
-            f"{order.currency}; it is held so that no invoice shows a wrong amount."
+            f"The invoice would total {total} {currency} but the customer paid {paid} "
+            f"{currency}; it is held so that no invoice shows a wrong amount."
         )
         return
     body["invoice"]["items"] = fitted
-    if document_total(fitted, settings.tax_rates) != order.total:  # never issue what was not paid
-        plan.reasons.append(f"The invoice total cannot be made to equal the {order.total} {order.currency} "
+    if document_total(fitted, settings.tax_rates) != paid:  # never issue what was not paid
+        plan.reasons.append(f"The invoice total cannot be made to equal the {paid} {currency} "
                             "the customer paid.")
 
 
@@ -353,14 +365,7 @@ def plan_credit_note(refund, sale: Order, settings: Settings, left_to_credit: De
         currency_code=sale_invoice.get("currency_code"), rate=sale_invoice.get("rate"),
         sequence_id=settings.sequence_id,
     )
-    body = schemas.create_request(document, proprietary_uid(sale.platform, sale.store, plan.source_key))
-    _fit_total(body, dataclasses.replace(sale, total=refund.amount), settings, plan, exact_total)
-    plan.create_body = body
-    plan.computed_total = document_total(body["invoice"]["items"], settings.tax_rates)
-    if plan.reasons:
-        plan.verdict = "hold"
-    plan.email_body = email_body(sale, schemas.CREDIT_NOTE)
-    return plan
+    return _finish(plan, document, sale, refund.amount, settings, exact_total)
 
 
 def _given_back(refund) -> Decimal:
@@ -376,10 +381,8 @@ def _allocate_by_rate(refund, sale: Order) -> list:
         return []
     by_rate: dict[Decimal, Decimal] = {}
     for line in sale.lines:
-        charged = line.unit_price * line.quantity - line.discount
-        gross = charged if sale.taxes_included else charged * (1 + line.tax_rate / 100)
         rate = Decimal(0) if line.kind in ("tip", "gift_card") else line.tax_rate
-        by_rate[rate] = by_rate.get(rate, Decimal(0)) + gross
+        by_rate[rate] = by_rate.get(rate, Decimal(0)) + charged_gross(line, sale.taxes_included, rate)
     whole = sum(by_rate.values())
     rates = sorted(by_rate, key=lambda rate: by_rate[rate])
     parts, left = [], extra

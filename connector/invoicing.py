@@ -72,10 +72,15 @@ def settings_for(store: Store | None) -> Settings:
 
 def load_order(event: WebhookEvent, settings: Settings) -> Order:
     """The neutral order carried by a stored event (raises the platform's load error if malformed)."""
-    platform = PLATFORMS[event.platform]
+    return read_order(event, settings)[1]
+
+
+def read_order(event: WebhookEvent, settings: Settings) -> tuple[dict, Order]:
+    """The stored event's order payload, and the neutral order loaded from it."""
     payload = json.loads(event.body)
-    return platform.to_order(payload, store=event.store.domain, tax_id_keys=settings.tax_id_keys,
-                             money=settings.invoice_currency)
+    order = PLATFORMS[event.platform].to_order(payload, store=event.store.domain,
+                                               tax_id_keys=settings.tax_id_keys, money=settings.invoice_currency)
+    return payload, order
 
 
 def plan_for(event: WebhookEvent, today=None) -> tuple[Order, Plan]:
@@ -84,19 +89,26 @@ def plan_for(event: WebhookEvent, today=None) -> tuple[Order, Plan]:
     return order, plan_sale(order, settings, today)
 
 
-def load_refund(event: WebhookEvent, settings: Settings, sale: Document | None = None,
+def load_refund(event: WebhookEvent, settings: Settings, sale: tuple[dict, Order] | None = None,
                 refund_id: str | None = None) -> Refund:
     """The refund a stored event carries — the event itself, or entry `refund_id` of an order's refunds —
-    read against the sale's order when we have it (its prices say whether the refund's amounts include
-    VAT, and its lines name what a bare refund line was)."""
+    read against the sale's order (payload and loaded order) when we have it: its prices say whether
+    the refund's amounts include VAT, and its lines name what a bare refund line was."""
     platform = PLATFORMS[event.platform]
     payload = json.loads(event.body)
     if event.topic != platform.REFUND_TOPIC:
         payload = next(entry for entry in payload.get("refunds") or [] if str(entry.get("id")) == refund_id)
-    order = json.loads(sale.event.body) if sale is not None else None
-    taxes_included = load_order(sale.event, settings).taxes_included if sale is not None else None
+    sale_payload, sale_order = sale if sale is not None else (None, None)
     return platform.to_refund(payload, store=event.store.domain, money=settings.invoice_currency,
-                              taxes_included=taxes_included, order=order)
+                              taxes_included=sale_order.taxes_included if sale_order else None, order=sale_payload)
+
+
+def refunded_order_id(event: WebhookEvent) -> str | None:
+    """The order a refund event (or a cancelled order carrying refunds) belongs to."""
+    payload = json.loads(event.body)
+    if not isinstance(payload, dict):
+        return None
+    return payload.get("order_id" if event.topic == PLATFORMS[event.platform].REFUND_TOPIC else "id")
 
 
 def refunds_in_order(event: WebhookEvent, order: Order, settings: Settings) -> list[Refund]:
@@ -198,10 +210,9 @@ def _add(document: Document) -> bool:
 
 
 def _refund_with_its_sale(event: WebhookEvent, settings: Settings) -> Refund:
-    payload = json.loads(event.body)
-    order_id = payload.get("order_id") if isinstance(payload, dict) else None
+    order_id = refunded_order_id(event)
     sale = _find(event.store_id, sale_key(order_id)) if order_id is not None else None
-    return load_refund(event, settings, sale)
+    return load_refund(event, settings, read_order(sale.event, settings) if sale is not None else None)
 
 
 def _process_refund(event: WebhookEvent, refund: Refund, enqueue) -> Document | None:
@@ -482,22 +493,21 @@ def plan_document(document: Document, today=None) -> Plan:
     if document.doc_type != CREDIT_NOTE:
         return plan_for(document.event, today)[1]
     settings = settings_for(document.store)
-    payload = json.loads(document.event.body)
-    order_id = payload.get("order_id") if document.event.topic == PLATFORMS[document.event.platform].REFUND_TOPIC \
-        else payload.get("id")
-    sale = document.original or _find(document.store_id, sale_key(order_id))
+    sale = document.original or _find(document.store_id, sale_key(refunded_order_id(document.event)))
     if sale is not None and sale.state == DocumentState.CANCELED:
         return Plan(verdict="none", reasons=["The order's invoice was cancelled before it was issued: "
                                              "there is nothing to credit."])
     if sale is None or sale.state not in DocumentState.ISSUED:
         raise WaitingForInvoice()
     document.original_id = sale.id
-    refund = load_refund(document.event, settings, sale, refund_id=document.source_key.split(":")[1])
+    sale_payload, sale_order = read_order(sale.event, settings)
+    refund = load_refund(document.event, settings, (sale_payload, sale_order),
+                         refund_id=document.source_key.split(":")[1])
     credited = sum((Decimal(other.total) for other in db.session.scalars(
         sa.select(Document).where(Document.original_id == sale.id, Document.id != document.id,
                                   Document.state.not_in((DocumentState.FAILED, DocumentState.CANCELED,
                                                          DocumentState.HELD))))), Decimal(0))
-    plan = plan_credit_note(refund, load_order(sale.event, settings), settings,
+    plan = plan_credit_note(refund, sale_order, settings,
                             left_to_credit=Decimal(sale.total) - credited, today=today)
     if plan.create_body is not None:
         plan.create_body["invoice"]["owner_invoice_id"] = sale.ix_id

@@ -80,12 +80,16 @@ def preview_command(platform: str, file, topic: str | None, order_file) -> None:
 
 
 def _preview_refund(module, payload: dict, order_file, settings) -> Plan:
-    refund = module.to_refund(payload, store="preview", money=settings.invoice_currency)
     if order_file is None:
+        refund = module.to_refund(payload, store="preview", money=settings.invoice_currency)
         return Plan(verdict="hold", currency=str(refund.currency or ""), expected_total=refund.amount, reasons=[
             "A credit note corrects the order's invoice: give the paid order too (--order FILE)."])
-    order = module.to_order(json.load(order_file), store="preview", tax_id_keys=settings.tax_id_keys,
+    order_payload = json.load(order_file)
+    order = module.to_order(order_payload, store="preview", tax_id_keys=settings.tax_id_keys,
                             money=settings.invoice_currency)
+    # Read against the order, as the worker reads it, so that the preview is what will be issued.
+    refund = module.to_refund(payload, store="preview", money=settings.invoice_currency,
+                              taxes_included=order.taxes_included, order=order_payload)
     sale = plan_sale(order, settings)
     if sale.verdict != "issue":
         why = " ".join(sale.reasons)

@@ -243,3 +243,12 @@ def test_preview_writes_nothing_and_calls_nothing_whatever_the_event(preview, tm
         assert preview("shopify", str(SHOPIFY / name)).exit_code == 0
     assert preview("shopify", str(SHOPIFY / "refunds_create.json"), "--topic", "refunds/create").exit_code == 0
     assert preview("shopify", str(SHOPIFY / "refunds_create.json")).exit_code != 0
+
+
+def test_a_refund_with_its_order_shows_the_credit_note_that_will_be_issued(preview):
+    output = shown(preview("shopify", str(SHOPIFY / "refund_with_restocking_fee.json"), "--topic",
+                           "refunds/create", "--order", str(SHOPIFY / "paid_b2b_nif_in_company.json")))
+
+    assert output["verdict"] == "issue"
+    assert output["expected_total"] == output["computed_total"] == "147.00"
+    assert output["requests"][0]["path"] == "/credit_notes.json"

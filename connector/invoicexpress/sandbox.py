@@ -16,9 +16,11 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from http import HTTPStatus
 from typing import Any
 
@@ -28,7 +30,6 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from connector.invoicexpress.client import redact
-from connector.invoicexpress.totals import CENT, document_total, item_net
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ TAXES: tuple[dict[str, Any], ...] = (
     {"id": 10, "name": "IVA4", "value": "4.0", "region": "PT-AC", "code": "RED", "default_tax": 0},
 )
 _TAX_BY_NAME = {t["name"]: t for t in TAXES}
-_TAX_RATES = {t["name"]: Decimal(t["value"]) for t in TAXES}
+TAX_RATES = {t["name"]: Decimal(t["value"]) for t in TAXES}
 _DEFAULT_TAX = next(t for t in TAXES if t["default_tax"])
 
 SERIES = "SBX"
@@ -149,6 +150,137 @@ _ID_SEGMENT = re.compile(r"/\d+(?=/|\.json$)")
 
 FAULT_KINDS = frozenset({"status", "after", "delay", "hang"})
 _FAULT_DEFAULT_SECONDS = {"delay": 1.0, "hang": 10.0}
+
+
+# --- IX's arithmetic -----------------------------------------------------------------------------
+# The sandbox's own account of how IX turns request items into a document's amounts, kept apart from
+# the connector's (connector/invoicexpress/totals.py) so that each can check the other. Exact
+# fractions throughout, one rounding per figure shown. Each step names the rule it follows:
+#   1. subtotal = unit_price × quantity. SPEC item fields `subtotal` (24.3902 × 1.0 → 24.39).
+#   2. line discount = subtotal × discount / 100. `discount` is a percentage (SPEC InvoiceItemRequest;
+#      "Discount is not a number" is refused, as are values outside 0..100).
+#   3. No tax-inclusive conversion: IX takes `unit_price` as net of VAT and adds the tax (SPEC example
+#      unit_price "24.3902", IVA23, total 30; integrators' notes agree). Converting a shop's gross
+#      price is the caller's job.
+#   4. global_discount (SPEC GlobalDiscountRequest {value_type percentage|absolute, value}) applies
+#      to every line, shipping included (integrators' notes). The docs say no more; assumed: a
+#      percentage comes off each line's net after its own discount; an absolute amount is net of VAT
+#      and is shared over the lines in proportion to their nets (so each rate's base shrinks alike).
+#   5. Tax per rate: the nets of one rate are added up and the rate applied to that base (the per-rate
+#      summary a Portuguese invoice carries). Exactly equal to taxing each line, as nothing is rounded.
+#   6. Rounding: the docs are silent (our notes, unknown 5); the SPEC examples fit any reading.
+#      Assumed: nothing is rounded until a figure is shown; each shown figure (sum, discount,
+#      before_taxes, taxes, each line's amounts) is rounded half up to the cent on its own, and the
+#      total is the exact net plus exact tax rounded once — so it need not equal before_taxes + taxes.
+
+
+@dataclass(frozen=True)
+class IxItem:
+    """One request item as IX reads it: net unit price, quantity, discount %, VAT %."""
+
+    unit_price: Decimal
+    quantity: Decimal
+    discount: Decimal
+    rate: Decimal
+
+
+@dataclass(frozen=True)
+class IxLine:
+    """One line's amounts, exact."""
+
+    subtotal: Fraction
+    discount: Fraction  # its own discount and its share of the global one
+    net: Fraction
+    tax: Fraction
+
+
+@dataclass(frozen=True)
+class IxAmounts:
+    """A document's amounts, exact; `shown` rounds them as IX prints them."""
+
+    lines: tuple[IxLine, ...]
+    bases: dict[Decimal, Fraction]  # VAT % -> taxable base
+    taxes_by_rate: dict[Decimal, Fraction]
+
+    @property
+    def sum(self) -> Fraction:
+        return sum((line.subtotal for line in self.lines), Fraction(0))
+
+    @property
+    def discount(self) -> Fraction:
+        return sum((line.discount for line in self.lines), Fraction(0))
+
+    @property
+    def before_taxes(self) -> Fraction:
+        return sum(self.bases.values(), Fraction(0))
+
+    @property
+    def taxes(self) -> Fraction:
+        return sum(self.taxes_by_rate.values(), Fraction(0))
+
+    @property
+    def total(self) -> Decimal:
+        """The document total, rounded once (rule 6)."""
+        return to_cents(self.before_taxes + self.taxes)
+
+    def shown(self) -> dict[str, Decimal]:
+        return {
+            "sum": to_cents(self.sum),
+            "discount": to_cents(self.discount),
+            "before_taxes": to_cents(self.before_taxes),
+            "taxes": to_cents(self.taxes),
+            "total": self.total,
+        }
+
+
+def to_cents(amount: Fraction) -> Decimal:
+    """Half a cent and more away from zero, as money is rounded (rule 6)."""
+    hundredths = abs(amount) * 100
+    cents = hundredths.numerator * 2 + hundredths.denominator  # floor(h + 1/2) = (2n + d) // 2d
+    whole = cents // (2 * hundredths.denominator)
+    return (Decimal(whole if amount >= 0 else -whole) / 100).quantize(Decimal("0.01"))
+
+
+def ix_amounts(items: Iterable[IxItem], global_discount: dict[str, Any] | None = None) -> IxAmounts:
+    """The amounts IX derives from `items` and an optional `global_discount` (rules 1-6 above)."""
+    items = list(items)
+    subtotals = [Fraction(i.unit_price) * Fraction(i.quantity) for i in items]  # rule 1
+    nets = [s - s * Fraction(i.discount) / 100 for s, i in zip(subtotals, items, strict=True)]  # rule 2
+    if global_discount:  # rule 4
+        value = Fraction(Decimal(str(global_discount["value"])))
+        if global_discount["value_type"] == "percentage":
+            keep = 1 - value / 100
+        else:
+            whole = sum(nets, Fraction(0))
+            keep = 1 - value / whole if whole else Fraction(1)
+        nets = [net * keep for net in nets]
+    bases: dict[Decimal, Fraction] = {}
+    for net, item in zip(nets, items, strict=True):  # rule 5
+        bases[item.rate] = bases.get(item.rate, Fraction(0)) + net
+    taxes = {rate: base * Fraction(rate) / 100 for rate, base in bases.items()}
+    lines = tuple(
+        IxLine(subtotal=s, discount=s - net, net=net, tax=net * Fraction(i.rate) / 100)
+        for s, net, i in zip(subtotals, nets, items, strict=True)
+    )
+    return IxAmounts(lines=lines, bases=bases, taxes_by_rate=taxes)
+
+
+def ix_request_amounts(
+    items: Iterable[dict[str, Any]], tax_rates: dict[str, Decimal], global_discount: dict[str, Any] | None = None
+) -> IxAmounts:
+    """`ix_amounts` of IX request items (`unit_price`, `quantity`, optional `discount`, `tax.name`)."""
+    return ix_amounts(
+        (
+            IxItem(
+                unit_price=Decimal(str(i["unit_price"])),
+                quantity=Decimal(str(i["quantity"])),
+                discount=Decimal(str(i.get("discount") or 0)),
+                rate=tax_rates[i["tax"]["name"]] if i.get("tax") else Decimal(0),
+            )
+            for i in items
+        ),
+        global_discount,
+    )
 
 
 class _Refusal(Exception):
@@ -285,8 +417,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _money(value: Decimal) -> float:
-    return float(value.quantize(CENT, rounding=ROUND_HALF_UP))
+def _money(value: Fraction) -> float:
+    return float(to_cents(value))
 
 
 def _doc_type(path: str) -> _DocType:
@@ -451,9 +583,7 @@ def _parse_body(state: _State, doc_type: _DocType, body: Any) -> tuple[dict[str,
             problems.append("Retention must be a number between 0 and 99.99")
     if str(body.get("mb_reference", "0")) == "1":
         problems.append("Option to generate MB reference is set but no payment provider is configurated")
-    if body.get("global_discount"):
-        # Not refused by IX; refused here because the sandbox would compute wrong totals with it.
-        problems.append("global_discount is not emulated by the sandbox")
+    global_discount = _parse_global_discount(body.get("global_discount"), problems)
     sequence_id = body.get("sequence_id")
     known_sequences = {SEQUENCE_ID, *_SUB_SEQUENCE_IDS.values()}
     if not _blank(sequence_id) and str(sequence_id).strip() not in {str(i) for i in known_sequences}:
@@ -475,7 +605,22 @@ def _parse_body(state: _State, doc_type: _DocType, body: Any) -> tuple[dict[str,
         "tax_exemption": body.get("tax_exemption") or body.get("tax_exemption_reason") or "",
         "currency_code": body.get("currency_code") or "EUR",
         "owner_invoice_id": owner_id,
+        "global_discount": global_discount,
     }, notes
+
+
+def _parse_global_discount(value: Any, problems: list[str]) -> dict[str, Any] | None:
+    """SPEC GlobalDiscountRequest; IX's refusal texts for it are unknown, so these are ours."""
+    if value is None or value == {}:
+        return None
+    kind = value.get("value_type") if isinstance(value, dict) else None
+    amount = _number(value.get("value")) if isinstance(value, dict) else None
+    if kind not in ("percentage", "absolute") or amount is None or amount < 0 or (
+        kind == "percentage" and amount > 100
+    ):
+        problems.append("Global discount is invalid")
+        return None
+    return {"value_type": kind, "value": amount}
 
 
 def _client(state: _State, fields: dict[str, Any]) -> dict[str, Any]:
@@ -492,17 +637,15 @@ def _client(state: _State, fields: dict[str, Any]) -> dict[str, Any]:
 
 def _render(state: _State, parsed: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     """The document fields IX derives from a request body: items, amounts and exemption."""
+    amounts = ix_amounts(
+        (
+            IxItem(i["unit_price"], i["quantity"], i["discount"], Decimal(i["tax"]["value"]))
+            for i in parsed["items"]
+        ),
+        parsed["global_discount"],
+    )
     items = []
-    sums = {"sum": Decimal(0), "discount": Decimal(0), "before_taxes": Decimal(0), "taxes": Decimal(0)}
-    for item in parsed["items"]:
-        rate = Decimal(item["tax"]["value"])
-        subtotal = item["unit_price"] * item["quantity"]
-        net = item_net(item["unit_price"], item["quantity"], item["discount"])
-        tax_amount = net * rate / Decimal(100)
-        sums["sum"] += subtotal
-        sums["discount"] += subtotal - net
-        sums["before_taxes"] += net
-        sums["taxes"] += tax_amount
+    for item, line in zip(parsed["items"], amounts.lines, strict=True):
         quantity = format(item["quantity"], "f")
         items.append(
             {
@@ -513,26 +656,17 @@ def _render(state: _State, parsed: dict[str, Any], notes: list[str]) -> dict[str
                 "unit": item["unit"],
                 "quantity": quantity if "." in quantity else quantity + ".0",
                 "discount": float(item["discount"]),
-                "subtotal": _money(subtotal),
-                "tax_amount": _money(tax_amount),
-                "discount_amount": _money(subtotal - net),
-                "total": _money(net + tax_amount),
-                "tax": {"id": item["tax"]["id"], "name": item["tax"]["name"], "value": float(rate)},
+                "subtotal": _money(line.subtotal),
+                "tax_amount": _money(line.tax),
+                "discount_amount": _money(line.discount),
+                "total": _money(line.net + line.tax),
+                "tax": {
+                    "id": item["tax"]["id"],
+                    "name": item["tax"]["name"],
+                    "value": float(Decimal(item["tax"]["value"])),
+                },
             }
         )
-    # The one shared definition of how IX rounds a document total (lines unrounded, total once).
-    total = document_total(
-        (
-            {
-                "unit_price": i["unit_price"],
-                "quantity": i["quantity"],
-                "discount": i["discount"],
-                "tax": {"name": i["tax"]["name"]},
-            }
-            for i in parsed["items"]
-        ),
-        _TAX_RATES,
-    )
     exemption = parsed["tax_exemption"]
     if not exemption and any(Decimal(i["tax"]["value"]) == 0 for i in parsed["items"]):
         # IX does not refuse an exempt line without a reason: it stamps its catch-all M99.
@@ -546,14 +680,16 @@ def _render(state: _State, parsed: dict[str, Any], notes: list[str]) -> dict[str
         "reference": parsed["reference"],
         "observations": parsed["observations"],
         "retention": parsed["retention"],
-        **{key: _money(value) for key, value in sums.items()},
-        "total": float(total),
+        **{key: float(value) for key, value in amounts.shown().items()},
         "currency": "Euro" if parsed["currency_code"] == "EUR" else parsed["currency_code"],
         "client": _client(state, parsed["client"]),
         "items": items,
     }
     if parsed["owner_invoice_id"] is not None:
         fields["owner_invoice_id"] = parsed["owner_invoice_id"]
+    if parsed["global_discount"] is not None:
+        gd = parsed["global_discount"]
+        fields["global_discount"] = {"value_type": gd["value_type"], "value": float(gd["value"])}
     return fields
 
 
@@ -674,8 +810,9 @@ def update_document(doc_type: str, doc_id: int) -> ResponseReturnValue:
             raise _error(f"Invoice has been {verb} so can't be changed anymore")
         parsed, notes = _parse_body(state, kind, payload.get("invoice", payload.get(kind.key)))
         record.doc.update(_render(state, parsed, notes))
-        if parsed["owner_invoice_id"] is None:
-            record.doc.pop("owner_invoice_id", None)
+        for key in ("owner_invoice_id", "global_discount"):
+            if parsed[key] is None:
+                record.doc.pop(key, None)
         record.day = parsed["date"]
         record.notes += notes
         record.history.append({"at": _now(), "action": "updated", "from": "draft", "to": "draft"})

@@ -85,6 +85,85 @@ def parse_tax_id(raw: str | None, country: str | None) -> TaxId | None:
     return None
 
 
+# --- tax numbers in free text ---------------------------------------------------------------------------
+#
+# Buyers type their number wherever the shop lets them, with labels and spacing of their own: "NIF: 501 964
+# 843", "PT 501.964.843", "Empresa X, Lda - NIF 501964843", "USt-IdNr. DE 136 695 976". A candidate is only
+# taken when its check digit holds, and never from a longer run of digits: phone numbers ("+351 912 345
+# 678"), postcodes ("1000-001"), order and street numbers are left alone.
+
+# First digits the Tax Authority gives NIFs (1–3 people, 45 non-resident people, 5 companies, 6 the State,
+# 7x and 9x estates, funds, condominiums and non-residents, 8 former sole traders). Mobile numbers start
+# with 92, 93 and 96, which no NIF does.
+_NIF_START = re.compile(r"[123568]|45|7[0124579]|9[0189]")
+# Nine digits, alone or as 3 + 3 + 3 with one kind of separator, never touching other digits, a "+"
+# (an international phone number), a "#" (an order number) or a "+351 "-like dialling code before it.
+_NIF_IN_TEXT = re.compile(
+    r"(?<![0-9A-Za-z+#])(?<!\d[ .\-/])(?<!\+\d )(?<!\+\d\d )(?<!\+\d{3} )"
+    r"(?:(?P<pt>[Pp][Tt])[ .\-]?)?"
+    r"(?P<digits>\d{9}|\d{3}(?P<sep>[ .\-])\d{3}(?P=sep)\d{3})"
+    r"(?![0-9A-Za-z])(?![ .\-/]\d)"
+)
+# A member state's VAT prefix, then letters and digits (with a digit), maybe in groups: "ESB58378431",
+# "NL-123456789B01", "DE 136 695 976".
+_VAT_PREFIXES = "AT BE BG CY CZ DE DK EE EL ES FI FR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK XI"
+_VAT_IN_TEXT = re.compile(
+    rf"(?<![0-9A-Za-z])(?P<prefix>{'|'.join(_VAT_PREFIXES.split())})[ .\-]?"
+    r"(?P<body>(?=[A-Za-z]*\d)[0-9A-Za-z]+(?:[ .\-][0-9A-Za-z]+)*)"
+)
+# A label before a member state's number typed without its prefix ("CIF B58378431", "VAT: 123…").
+_LABELLED = re.compile(
+    r"(?i:\b(?:nif|nipc|cif|vat|tva|iva|btw|ust-?id(?:nr)?|uid|nip|tax\s*id|vat\s*(?:no|number)))"
+    r"\.?\s*(?:n\.?[ºo°]\.?\s*)?[:#]?\s*(?P<body>(?=[A-Za-z]*\d)[0-9A-Za-z]+(?:[ .\-][0-9A-Za-z]+)*)"
+)
+_PHONE_LABEL = re.compile(r"(?i:\b(?:tel|tlm|tlf|telef|telefone|telem[oó]vel|phone|mobile|fax)\b\.?\s*:?\s*)$")
+
+
+def find_tax_id(text: str | None, country: str | None) -> str | None:
+    """The first valid tax number written anywhere in `text`, as `parse_tax_id` takes it; None if none.
+
+    A Portuguese NIF comes back as its 9 digits for a buyer in Portugal (or of no known country), with
+    "PT" before it for a buyer elsewhere, so that it is still read as Portuguese. Another member state's
+    VAT number comes back with its prefix; one typed without it is only taken after a tax label and
+    for a buyer of that state. Numbers that merely look like one (wrong check digit) are never taken.
+    """
+    text = text or ""
+    if not text.strip():
+        return None
+    country = (country or "PT").upper()
+    found: list[tuple[int, str]] = []
+    for match in _NIF_IN_TEXT.finditer(text):
+        digits = re.sub(r"\D", "", match["digits"])
+        if _PHONE_LABEL.search(text[: match.start()]) or not _NIF_START.match(digits):
+            continue
+        if pt_nif.is_valid(digits):
+            found.append((match.start(), digits if country == "PT" else "PT" + digits))
+            break
+    for match in _VAT_IN_TEXT.finditer(text):
+        number = _valid_vat(match["prefix"].upper(), match["body"])
+        if number and not number.startswith("PT"):  # Portuguese numbers are read above
+            found.append((match.start(), number))
+            break
+    prefix = _VAT_PREFIX.get(country, country)
+    if country != "PT" and country in EU_COUNTRIES:
+        for match in _LABELLED.finditer(text):
+            number = _valid_vat(prefix, match["body"])
+            if number:
+                found.append((match.start(), number))
+                break
+    return min(found)[1] if found else None
+
+
+def _valid_vat(prefix: str, body: str) -> str | None:
+    """`prefix` + the longest run of `body`'s groups that is a valid VAT number, compacted; else None."""
+    groups = re.split(r"[ .\-]", body)
+    for count in range(len(groups), 0, -1):
+        number = prefix + "".join(groups[:count]).upper()
+        if len(number) <= 16 and eu_vat.is_valid(number):
+            return number
+    return None
+
+
 def zero_rate_exemption(ship_to: str | None, tax_id: TaxId | None, default: str | None) -> str | None:
     """The exemption reason for goods sold at 0 % VAT, or None when no rule covers the sale.
 

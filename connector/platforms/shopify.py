@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
+from connector import fiscal
 from connector.orders import Address, Customer, Line, Order, Refund, RefundLine, printable
 
 PAID_TOPIC = "orders/paid"
@@ -388,35 +389,16 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def _tax_id_attribute(note_attributes: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str | None:
+def _tax_id_attribute(note_attributes: Sequence[Mapping[str, Any]], keys: Sequence[str],
+                      country: str) -> str | None:
+    """The tax number in the shop's tax-number attribute: the valid number written in it ("NIF: 501 964
+    843"), else the value as typed, so that an invalid number is reported as such rather than lost."""
     wanted = {_fold(k) for k in keys}
     for attribute in note_attributes:
         value = attribute["value"]
         if _fold(attribute["name"] or "") in wanted and value is not None and str(value).strip():
-            return str(value).strip()
+            return fiscal.find_tax_id(str(value), country) or str(value).strip()
     return None
-
-
-# Prefixes of member states' VAT numbers (Greece is EL; XI is Northern Ireland's goods trade).
-_EU_VAT_PREFIXES = "AT BE BG CY CZ DE DK EE EL ES FI FR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK XI"
-# A tax number written inside a company name: a Portuguese NIF (9 digits, maybe after "PT"), or an EU
-# VAT number (an upper-case member-state prefix, then 2–13 letters and digits with at least one digit),
-# as a whole token. "Papelaria Lda - NIF 501964843" → 501964843, "Acme SL ESB58378431" → ESB58378431.
-_TAX_ID_IN_TEXT = re.compile(
-    r"(?<![A-Za-z0-9])(?:"
-    r"(?P<nif>(?:[Pp][Tt][ -]?)?\d{9})"
-    rf"|(?P<vat>(?:{'|'.join(_EU_VAT_PREFIXES.split())})[ -]?(?=[A-Za-z]*\d)[A-Za-z0-9]{{2,13}})"
-    r")(?![A-Za-z0-9])"
-)
-
-
-def _tax_id_in(text: str) -> str | None:
-    """The first tax-number-looking token in `text`, upper case and without separators; None if none.
-
-    Only the shape is checked: whether the number is valid is decided with the rest of the buyer's data.
-    """
-    match = _TAX_ID_IN_TEXT.search(text or "")
-    return re.sub(r"[ -]", "", match.group()).upper() if match else None
 
 
 def _customer(data: Mapping[str, Any], order_id: int, tax_id_keys: Sequence[str]) -> Customer:
@@ -431,6 +413,8 @@ def _customer(data: Mapping[str, Any], order_id: int, tax_id_keys: Sequence[str]
         key = f"shopify-email-{hashlib.sha256(email.lower().encode()).hexdigest()[:16]}"
     else:
         key = f"shopify-order-{order_id}"
+    # The country the number is checked against, as the invoice plan will check it.
+    country = address.get("country_code", "").upper() or _ship_to_country(data) or "PT"
     return Customer(
         key=key,
         # '' lets the invoicing layer decide on "Consumidor final".
@@ -445,9 +429,9 @@ def _customer(data: Mapping[str, Any], order_id: int, tax_id_keys: Sequence[str]
             country_code=address.get("country_code", "").upper(),
         ),
         # The cart attribute the shop collects it in, else a number the buyer wrote in a company field.
-        tax_id=_tax_id_attribute(data["note_attributes"] or [], tax_id_keys)
-        or _tax_id_in((billing or {}).get("company", ""))
-        or _tax_id_in((data["shipping_address"] or {}).get("company", "")),
+        tax_id=_tax_id_attribute(data["note_attributes"] or [], tax_id_keys, country)
+        or fiscal.find_tax_id((billing or {}).get("company", ""), country)
+        or fiscal.find_tax_id((data["shipping_address"] or {}).get("company", ""), country),
     )
 
 

@@ -559,13 +559,17 @@ def test_nif_keys_can_be_configured_and_empty_values_are_skipped():
         ("Exemplo Unipessoal Lda NIF 509999999", "509999999"),
         ("Exemplo Lda (NIF: 509999999)", "509999999"),
         ("509999999 Exemplo Lda", "509999999"),
-        ("Exemplo Lda, PT509999999", "PT509999999"),
-        ("Exemplo Lda pt 509999999", "PT509999999"),
+        ("Exemplo Lda, PT509999999", "509999999"),  # what IX's fiscal_id takes for a buyer in Portugal
+        ("Exemplo Lda pt 509999999", "509999999"),
+        ("NIF: 501 964 843", "501964843"),
+        ("NIPC: 501.964.843", "501964843"),
         ("Distribuciones Ejemplo SL ESB58378431", "ESB58378431"),
-        ("Beispiel GmbH, USt-IdNr. DE123456789", "DE123456789"),
-        ("Voorbeeld BV NL-123456789B01", "NL123456789B01"),
+        ("Beispiel GmbH, USt-IdNr. DE136695976", "DE136695976"),
+        ("Voorbeeld BV NL-004495445B01", "NL004495445B01"),
+        ("Beispiel GmbH, USt-IdNr. DE123456789", None),  # German check digit fails
         ("Exemplo Lda, NIF 123 (ver nota)", None),  # too short to be a NIF
         ("Exemplo Lda 5099999991", None),  # ten digits: not a NIF
+        ("Exemplo Lda NIF 509999998", None),  # nine digits, wrong check digit
         ("Papelaria Exemplo, Lda", None),
         ("Desk2000, Lda", None),  # "De" + digits is a word, not an upper-case VAT prefix
         ("ESTUDIO Lda", None),  # a VAT prefix but no digits
@@ -580,6 +584,28 @@ def test_a_tax_id_is_read_from_the_billing_company(company, tax_id):
 
     assert customer.tax_id == tax_id
     assert customer.company == (company or None)  # the company keeps its whole text
+
+
+@pytest.mark.parametrize(("value", "tax_id"), [
+    ("NIF: 501 964 843", "501964843"),
+    ("Contribuinte 501964843", "501964843"),
+    ("PT 501 964 843", "501964843"),
+    ("NIPC: 501.964.843", "501964843"),
+    ("123", "123"),  # no valid number in it: kept as typed, so the plan reports it invalid
+])
+def test_the_tax_id_attribute_is_read_with_its_label_and_spaces(value, tax_id):
+    payload = paid_order()
+    payload["note_attributes"] = [{"name": "NIF", "value": value}]
+
+    assert shopify.to_order(payload, store=STORE).customer.tax_id == tax_id
+
+
+def test_a_phone_number_in_the_company_is_not_a_tax_id_and_the_shipping_company_is_still_read():
+    payload = paid_order()
+    payload["billing_address"]["company"] = "Exemplo Lda, tel +351 912 345 675"
+    payload["shipping_address"]["company"] = "Empresa X, Lda - NIF 501964843"
+
+    assert shopify.to_order(payload, store=STORE).customer.tax_id == "501964843"
 
 
 def test_the_tax_id_attribute_wins_over_the_company_then_the_shipping_company_is_read():

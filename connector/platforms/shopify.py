@@ -188,8 +188,14 @@ def _tax(tax_lines: Sequence[Mapping[str, Any]], taxable: bool = True) -> tuple[
     return rate, None
 
 
+# Not a Shopify key: the line's 1-based place in its order's `line_items`, which `to_order` adds, for the
+# key of a line that has no id, SKU, variant or product (some exports and older payloads).
+POSITION = "_position"
+
+
 class _LineItemSchema(_Schema):
-    id = _id(required=True)
+    id = _id(allow_none=True, load_default=None)
+    position = fields.Integer(data_key=POSITION, allow_none=True, load_default=None)
     product_id = _id(allow_none=True, load_default=None)
     variant_id = _id(allow_none=True, load_default=None)
     sku = _text()
@@ -220,8 +226,14 @@ def _item_line(data: Mapping[str, Any]) -> Line:
         key = f"shopify-variant-{data['variant_id']}"
     elif data["product_id"]:
         key = f"shopify-product-{data['product_id']}"
-    else:
+    elif data["id"]:
         key = f"shopify-line-{data['id']}"
+    elif data["position"]:
+        key = f"shopify-line-position-{data['position']}"
+    else:
+        # A refund's copy of a line that says nothing about which line it is: matched by nothing.
+        raise ValidationError("the line has no id, SKU, variant, product or place in its order to be known by",
+                              "id")
     title = (data["title"] or data["name"] or "").strip()
     variant = (data["variant_title"] or "").strip()
     tip = (
@@ -443,6 +455,14 @@ def _ship_to_country(data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _with_positions(items: Any) -> Any:
+    """`items` (an order's `line_items`) with each line's place in the list, as `POSITION`."""
+    if not isinstance(items, list):
+        return items  # the schema reports it
+    return [{**item, POSITION: place} if isinstance(item, Mapping) else item
+            for place, item in enumerate(items, start=1)]
+
+
 def to_order(
     payload: Mapping,
     *,
@@ -465,6 +485,7 @@ def to_order(
     prepared = _with_amounts(payload, MONEY_SIDES[money])
     if isinstance(payload, Mapping) and isinstance(prepared, dict):
         prepared["total_price_set.shop_money"] = _shop_amount(payload, "total_price")
+        prepared["line_items"] = _with_positions(prepared.get("line_items"))
     try:
         data = _ORDER_SCHEMA.load(prepared)
     except ValidationError as error:
@@ -541,7 +562,8 @@ class _RefundLineItemSchema(_Schema):
 
     @post_load
     def _same_line(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if data["line_item_id"] is not None and data["line_item_id"] != data["line_item"]["id"]:
+        carried = data["line_item"]["id"]
+        if data["line_item_id"] is not None and carried is not None and data["line_item_id"] != carried:
             raise ValidationError("line_item_id is not the id of the line_item it carries", "line_item_id")
         return data
 
@@ -789,19 +811,42 @@ def _with_order(payload: Any, order: Any) -> tuple[Any, str | None, bool | None]
         return payload, None, None
     if order.get("id") != payload.get("order_id"):
         raise _refund_error("the order given is not the one the refund belongs to", "order_id")
-    by_id = {item.get("id"): item for item in order.get("line_items") or [] if isinstance(item, Mapping)}
+    placed = _with_positions(order.get("line_items"))
+    placed = [item for item in placed if isinstance(item, Mapping)] if isinstance(placed, list) else []
+    by_id = {item["id"]: item for item in placed if item.get("id") is not None}
     items = payload.get("refund_line_items")
     if isinstance(items, list):
-        items = [
-            {**item, "line_item": by_id[item.get("line_item_id")]}
-            if isinstance(item, Mapping) and item.get("line_item") is None and item.get("line_item_id") in by_id
-            else item
-            for item in items
-        ]
+        items = [_matched(item, by_id, placed) for item in items]
         payload = {**payload, "refund_line_items": items}
     flag = order.get("taxes_included")
     name = order.get("name")
     return payload, (name if isinstance(name, str) else None), (flag if isinstance(flag, bool) else None)
+
+
+def _same_item(one: Mapping, other: Mapping) -> bool:
+    """Whether two copies of a line item without ids describe the same line of the order."""
+    fields_ = ("variant_id", "product_id", "sku", "title", "name", "variant_title", "price", "quantity")
+    return all((one.get(name) or None) == (other.get(name) or None) for name in fields_)
+
+
+def _matched(item: Any, by_id: Mapping[Any, Mapping], placed: Sequence[Mapping]) -> Any:
+    """A refund line with the order's own line item: by its id, else (no ids) the one line equal to it."""
+    if not isinstance(item, Mapping):
+        return item
+    carried = item.get("line_item")
+    wanted = item.get("line_item_id")
+    if carried is None:
+        return {**item, "line_item": by_id[wanted]} if wanted in by_id else item
+    if not isinstance(carried, Mapping):
+        return item
+    if carried.get("id") is not None and carried["id"] in by_id:
+        return {**item, "line_item": {**carried, POSITION: by_id[carried["id"]][POSITION]}}
+    if carried.get("id") is None and wanted in by_id:  # a trimmed copy: the order's line is the one named
+        return {**item, "line_item": {**carried, "id": wanted, POSITION: by_id[wanted][POSITION]}}
+    same = [line for line in placed if line.get("id") is None and _same_item(line, carried)]
+    if carried.get("id") is None and len(same) == 1:
+        return {**item, "line_item": {**carried, POSITION: same[0][POSITION]}}
+    return item
 
 
 def to_refund(

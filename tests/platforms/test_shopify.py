@@ -475,6 +475,19 @@ def test_a_tip_line_is_a_tip():
     )
 
 
+def test_a_line_without_an_id_is_known_by_its_sku_variant_or_place():
+    payload = paid_order()
+    first, second = payload["line_items"]
+    for item in (first, second):
+        del item["id"]
+    second["sku"] = ""
+    payload["line_items"].append({**second, "variant_id": None, "product_id": None, "title": "Embrulho"})
+
+    keys = [line.key for line in shopify.to_order(payload, store=STORE).lines]
+
+    assert keys == [first["sku"], f"shopify-variant-{second['variant_id']}", "shopify-line-position-3", "shipping"]
+
+
 def test_a_gift_card_sale_is_a_gift_card_line_without_a_tax_problem():
     order = shopify.to_order(load("paid_gift_card_sale.json"), store=STORE)
 

@@ -131,6 +131,53 @@ def test_a_full_refund_gives_back_the_order_total():
     assert {line.key for line in loaded.lines} == {line.key for line in order.lines}
 
 
+# --- lines without ids ------------------------------------------------------------------------------
+
+
+def _without_ids(payload, keep=("sku", "variant_id", "product_id")):
+    """`payload`'s line items (an order's, or a refund's copies) without ids, nor the fields not in `keep`."""
+    items = payload.get("line_items") or [entry["line_item"] for entry in payload.get("refund_line_items", [])]
+    for item in items:
+        item.pop("id", None)
+        for name in {"sku", "variant_id", "product_id"} - set(keep):
+            item[name] = None
+    return payload
+
+
+@pytest.mark.parametrize("keep", [("sku",), ("variant_id",), ()], ids=["by sku", "by variant", "by place"])
+def test_a_refund_of_lines_without_ids_matches_the_keys_of_its_order(keep):
+    order_payload = _without_ids(load("paid_b2c_tax_included.json"), keep)
+    refund_payload = _without_ids(load("refund_full_b2c.json"), keep)
+    for entry in refund_payload["refund_line_items"]:
+        entry.pop("line_item_id")
+
+    order = shopify.to_order(order_payload, store=STORE)
+    loaded = shopify.to_refund(refund_payload, store=STORE, order=order_payload)
+
+    assert [line.key for line in loaded.lines] == [line.key for line in order.lines]
+    assert loaded.amount == order.total == D("59.86")
+
+
+def test_a_refund_line_whose_copy_lacks_the_id_is_matched_by_its_line_item_id():
+    order_payload = load("paid_b2c_tax_included.json")
+    for item in order_payload["line_items"]:
+        item.update(sku=None, variant_id=None, product_id=None)  # keyed by id alone
+    refund_payload = _without_ids(load("refund_partial_one_line.json"), keep=())  # line_item_id kept
+
+    order = shopify.to_order(order_payload, store=STORE)
+    loaded = shopify.to_refund(refund_payload, store=STORE, order=order_payload)
+
+    line_id = refund_payload["refund_line_items"][0]["line_item_id"]
+    assert loaded.lines[0].key == f"shopify-line-{line_id}" == order.lines[0].key
+
+
+def test_a_refund_line_that_says_nothing_of_which_line_it_is_is_refused():
+    payload = _without_ids(load("refund_partial_one_line.json"), keep=())
+
+    with pytest.raises(shopify.OrderLoadError, match=r"refund_line_items\.0\.line_item\.id: the line has no id"):
+        shopify.to_refund(payload, store=STORE)
+
+
 # --- shipping ------------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,10 @@
 """Property tests: orders built with Shopify's own arithmetic always become an IX document that totals
 exactly what was paid (or are held, saying both totals), and fitting never moves an item by a cent per unit.
 
+What IX would total is taken from the sandbox's own account of IX's arithmetic
+(connector/invoicexpress/sandbox.py), not from the connector's totals.py that the plans use, so that the
+property checks the connector against an independent oracle.
+
 Orders are built directly (no Shopify payloads). One generator serves two sources: hypothesis (for the
 properties, with shrinking) and `random.Random(seed)` (for the deterministic hold-rate count).
 
@@ -15,6 +19,7 @@ import dataclasses
 import random
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, event, example, given, target
@@ -22,7 +27,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config.settings import ISSUING
-from connector.invoicexpress.totals import document_total, item_net
+from connector.invoicexpress.sandbox import ix_request_amounts
 from connector.orders import Address, Customer, Line, Order
 from connector.plans import Plan, Settings, plan_sale
 
@@ -51,6 +56,17 @@ SHIPPING_PRICES = tuple(Decimal(p) for p in ("0", "3.99", "4.90", "5", "6.50", "
 
 def round_cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, ROUND_HALF_UP)
+
+
+def ix_total(items, tax_rates) -> Decimal:
+    """The total IX would show for these request items (the sandbox's arithmetic, the oracle)."""
+    return ix_request_amounts(items, tax_rates).total
+
+
+def ix_net(item: dict, tax_rates) -> Fraction:
+    """One request item's taxable amount as IX computes it, exact."""
+    [line] = ix_request_amounts([item], tax_rates).lines
+    return line.net
 
 
 # --- one generator, two sources of choices -------------------------------------------------------------
@@ -193,7 +209,7 @@ def items_by_line(plan: Plan, order: Order) -> list[tuple[dict, Line]]:
 
 def assert_held_with_both_totals(plan: Plan, order: Order) -> None:
     assert plan.verdict == "hold", plan
-    computed = document_total(plan.create_body["invoice"]["items"], plan.tax_rates)
+    computed = ix_total(plan.create_body["invoice"]["items"], plan.tax_rates)
     assert plan.computed_total == computed
     assert str(computed) in plan.reasons[0], plan.reasons
     assert str(order.total) in plan.reasons[0], plan.reasons
@@ -208,7 +224,7 @@ def check_sale(order: Order, settings: Settings, plan: Plan | None = None) -> Pl
     assert plan.verdict == "issue", plan.reasons
     assert plan.computed_total == plan.expected_total == order.total
     items = plan.create_body["invoice"]["items"]
-    assert document_total(items, settings.tax_rates) == order.total
+    assert ix_total(items, settings.tax_rates) == order.total
     invoiced = [line for line in order.lines if line.unit_price * line.quantity != 0]
     assert [item["name"] for item in items] == [line.key for line in invoiced]
     for item, line in items_by_line(plan, order):
@@ -220,10 +236,9 @@ def check_sale(order: Order, settings: Settings, plan: Plan | None = None) -> Pl
     return plan
 
 
-def visible_shift(item: dict, line: Line, taxes_included: bool) -> Decimal:
+def visible_shift(item: dict, line: Line, taxes_included: bool, tax_rates) -> Fraction:
     """How far the item's net is from the shop line's exact net, per unit."""
-    net = item_net(item["unit_price"], item["quantity"], item.get("discount", Decimal(0)))
-    return abs(net - exact_net(line, taxes_included)) / line.quantity
+    return abs(ix_net(item, tax_rates) - Fraction(exact_net(line, taxes_included))) / Fraction(line.quantity)
 
 
 def tiny_lines(*specs: tuple[str, int, int], shipping: tuple[str, int] | None = None) -> tuple[Line, ...]:
@@ -267,17 +282,20 @@ def test_a_shopify_order_is_issued_at_exactly_what_was_paid_or_held_with_both_to
     event(f"verdict: {plan.verdict}")
 
 
-def test_a_gap_of_exactly_half_a_cent_below_is_fitted_or_held_never_issued_a_cent_high():
+def test_a_gap_of_exactly_half_a_cent_below_is_fitted_not_issued_a_cent_high():
     order, settings = HALF_CENT_BELOW
     assert order.total == Decimal("3.07")
     plan = plan_sale(order, settings, today=TODAY)
-    assert plan.verdict == "hold" or plan.computed_total == Decimal("3.07"), (plan.verdict, plan.computed_total)
+    assert plan.verdict == "issue", plan.reasons
+    assert plan.computed_total == ix_total(plan.create_body["invoice"]["items"], settings.tax_rates) == order.total
 
 
 # Found by a focused search: tax excluded, 925.13 at 23 % less 5.17, and five small lines whose rounded VAT
 # adds up to a gap only the big line can absorb. The fit moves its price by 98 steps (925.1398), and the discount
 # sent as 0.5588 % (exactly 0.55884...) takes 0.0003 less off: the item's net is 919.9701, 0.0101 above the
 # shop's 919.96. `_allowed` budgets the price move (< 100 steps) but not the discount's rounding.
+# (Fixed by keeping moves under 50 steps; the order was then held, as the search only tried the step counts
+# nearest the middle of the cent: the big line +49 steps with a small one +11 lands it at 1132.58.)
 DISCOUNT_ROUNDING = (
     shop_order(tuple(dataclasses.replace(line, discount=Decimal("5.17")) if line.key == "L0" else line
                      for line in tiny_lines(("925.13", 1, 23), ("0.26", 1, 6), ("0.30", 1, 13), ("0.10", 1, 6),
@@ -299,7 +317,7 @@ def test_fitting_never_moves_an_item_net_by_a_cent_per_unit(case):
     if plan.verdict != "issue":
         return
     pairs = items_by_line(plan, order)
-    shifts = [visible_shift(item, line, order.taxes_included) for item, line in pairs]
+    shifts = [visible_shift(item, line, order.taxes_included, settings.tax_rates) for item, line in pairs]
     target(float(max(shifts)) * 10_000, label="largest shift per unit, in 0.0001 steps")
     for (item, line), shift in zip(pairs, shifts, strict=True):
         # The price itself never moves by a cent per unit.
@@ -307,16 +325,14 @@ def test_fitting_never_moves_an_item_net_by_a_cent_per_unit(case):
         assert shift < CENT, (item, line)
 
 
-def test_a_fitted_discounted_line_stays_under_a_cent_per_unit_from_the_shops_net():
+def test_a_fitted_discounted_line_is_issued_under_a_cent_per_unit_from_the_shops_net():
     order, settings = DISCOUNT_ROUNDING
     assert order.total == Decimal("1132.58")
     plan = plan_sale(order, settings, today=TODAY)
-    if plan.verdict == "hold":  # no fit within half a cent per unit: a person looks, both totals shown
-        assert_held_with_both_totals(plan, order)
-        return
-    assert plan.computed_total == order.total
-    [(item, line)] = [pair for pair in items_by_line(plan, order) if pair[1].key == "L0"]
-    assert visible_shift(item, line, order.taxes_included) < CENT, item
+    assert plan.verdict == "issue", plan.reasons
+    assert plan.computed_total == ix_total(plan.create_body["invoice"]["items"], settings.tax_rates) == order.total
+    for item, line in items_by_line(plan, order):
+        assert visible_shift(item, line, order.taxes_included, settings.tax_rates) < CENT, item
 
 
 @PROPERTY
@@ -356,7 +372,7 @@ def test_three_at_9_99_including_23_percent_is_8_1220_each_and_totals_29_97():
     [item] = plan.create_body["invoice"]["items"]
     assert item["unit_price"] == Decimal("8.1220")
     assert item["quantity"] == 3
-    assert plan.computed_total == document_total([item], SETTINGS.tax_rates) == Decimal("29.97")
+    assert plan.computed_total == ix_total([item], SETTINGS.tax_rates) == Decimal("29.97")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

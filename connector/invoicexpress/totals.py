@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 CENT = Decimal("0.01")
 HALF_CENT = Decimal("0.005")
@@ -68,8 +68,7 @@ def fit_unit_prices(items: list[dict], tax_rates: Mapping[str, Decimal], target:
     for i, effect in enumerate(effects):
         if effect == 0:
             continue
-        k = int((gap / effect).to_integral_value(ROUND_HALF_EVEN))
-        for steps in (k - 1, k, k + 1):
+        for steps in _landing_steps(gap, effect):
             if lands(steps * effect) and _allowed(items[i], steps):
                 best = _better(best, {i: steps})
     if best is None:
@@ -77,9 +76,7 @@ def fit_unit_prices(items: list[dict], tax_rates: Mapping[str, Decimal], target:
             if a == 0 or b == 0:
                 continue
             for steps_i in range(-PAIR_SEARCH, PAIR_SEARCH + 1):
-                rest = gap - steps_i * a
-                k = int((rest / b).to_integral_value(ROUND_HALF_EVEN))
-                for steps_j in (k - 1, k, k + 1):
+                for steps_j in _landing_steps(gap - steps_i * a, b):
                     if lands(steps_i * a + steps_j * b) and _allowed(items[i], steps_i) \
                             and _allowed(items[j], steps_j):
                         best = _better(best, {i: steps_i, j: steps_j})
@@ -89,6 +86,15 @@ def fit_unit_prices(items: list[dict], tax_rates: Mapping[str, Decimal], target:
     for index, steps in best[1].items():
         fitted[index]["unit_price"] = _num(fitted[index]["unit_price"]) + steps * PRICE_STEP
     return fitted
+
+
+def _landing_steps(rest: Decimal, effect: Decimal) -> set[int]:
+    """Step counts that may move the total by `rest` to within half a cent: the nearest, and the
+    smallest in each direction (the total only has to land in the cent, not on its middle)."""
+    k = int((rest / effect).to_integral_value(ROUND_HALF_EVEN))
+    first = int(((rest - HALF_CENT) / effect).to_integral_value(ROUND_CEILING))
+    last = int(((rest + HALF_CENT) / effect).to_integral_value(ROUND_CEILING)) - 1
+    return {k - 1, k, k + 1, first, last}
 
 
 def _step_effect(item: Mapping, tax_rates: Mapping[str, Decimal]) -> Decimal:

@@ -148,7 +148,10 @@ _DECIMAL = re.compile(r"[-+]?\d+(\.\d+)?")
 # A document id in a path, so that calls can be counted per endpoint rather than per document.
 _ID_SEGMENT = re.compile(r"/\d+(?=/|\.json$)")
 
-FAULT_KINDS = frozenset({"status", "after", "delay", "hang"})
+# "no_atcud": a finalize it strikes numbers the document without an ATCUD, as IX does for a series not
+# registered with the tax authority (SPEC: atcud "N/D"; the rule's `atcud` may say "N/A" or "").
+FAULT_KINDS = frozenset({"status", "after", "delay", "hang", "no_atcud"})
+_NO_ATCUD_VALUES = frozenset({"N/D", "N/A", ""})
 _FAULT_DEFAULT_SECONDS = {"delay": 1.0, "hang": 10.0}
 
 
@@ -329,10 +332,13 @@ class _Fault:
     status: int
     seconds: float
     retry_after: float | None
+    atcud: str = "N/D"  # what a no_atcud rule puts in the document's atcud
     probability: float = 1.0
     seed: int | str | None = None
     matched: int = 0
     triggered: int = 0
+    # Of an "after" rule's strikes, those where IX had done the work it then said had failed.
+    landed: int = 0
     # Seeded from `seed`, so that a run with the same requests in the same order strikes the same ones.
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -366,10 +372,12 @@ class _Fault:
             "status": self.status,
             "seconds": self.seconds,
             "retry_after": self.retry_after,
+            "atcud": self.atcud,
             "probability": self.probability,
             "seed": self.seed,
             "matched": self.matched,
             "triggered": self.triggered,
+            "landed": self.landed,
         }
 
 
@@ -729,7 +737,8 @@ def _finalize(state: _State, record: _Record) -> None:
     doc = record.doc
     doc["sequence_number"] = f"{number}/{SERIES}"
     doc["inverted_sequence_number"] = f"{SERIES}/{number}"
-    doc["atcud"] = f"{VALIDATION_CODE}-{number}"
+    no_atcud: _Fault | None = g.pop("no_atcud", None)
+    doc["atcud"] = no_atcud.atcud if no_atcud is not None else f"{VALIDATION_CODE}-{number}"
     doc["saft_hash"] = _saft_hash(state.last_hashes.get(path, ""), doc)
     state.last_hashes[path] = doc["saft_hash"]
     doc["permalink"] = f"{request.host_url}_sandbox/documents/{doc['id']}"
@@ -1067,6 +1076,9 @@ def _fault_from(rule: Any) -> _Fault:
     seed = rule.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
         raise _Refusal(400, {"error": "seed must be an integer or a string"})
+    atcud = rule.get("atcud", "N/D")
+    if not isinstance(atcud, str) or atcud not in _NO_ATCUD_VALUES:
+        raise _Refusal(400, {"error": f"atcud must be one of {sorted(_NO_ATCUD_VALUES)}"})
     method = rule.get("method")
     return _Fault(
         path=rule["path"],
@@ -1079,6 +1091,7 @@ def _fault_from(rule: Any) -> _Fault:
         retry_after=retry_after,
         probability=probability,
         seed=seed,
+        atcud=atcud,
         rng=random.Random(seed),
     )
 
@@ -1087,10 +1100,11 @@ def sandbox_faults() -> ResponseReturnValue:
     """GET/POST/DELETE /_sandbox/faults: show, add to, or clear the fault-injection rules.
 
     A rule: `path` (`regex` true to match it as one), optional `method`, `kind` (status, after, delay,
-    hang), `status`, `retry_after` (429), `seconds`, `times` (strikes before the rule goes; null: never),
+    hang, no_atcud: aimed at change-state, a finalize it strikes leaves `atcud` as the rule's "N/D", "N/A"
+    or ""), `status`, `retry_after` (429), `seconds`, `times` (strikes before the rule goes; null: never),
     `probability` (0 < p <= 1, default 1: each matching request is struck with it) and `seed` (for
     reproducible strikes). GET shows each rule still in force with the requests it `matched` and the
-    faults it `triggered`."""
+    faults it `triggered` (and, of an "after" rule's, those that `landed`: IX had done the work)."""
     state = _state()
     if request.method == "POST":
         rules = request.get_json(force=True, silent=True)
@@ -1107,6 +1121,13 @@ def sandbox_faults() -> ResponseReturnValue:
             state.faults.clear()
             return Response(status=204)
         return jsonify([f.describe() for f in state.faults])
+
+
+def sandbox_clients() -> ResponseReturnValue:
+    """GET /_sandbox/clients: every client IX keeps, with the fiscal_id that documents do not show."""
+    state = _state()
+    with state.lock:
+        return jsonify([{"code": code, **client} for code, client in sorted(state.clients.items())])
 
 
 def sandbox_calls() -> ResponseReturnValue:
@@ -1140,6 +1161,8 @@ def _before_request() -> ResponseReturnValue | None:
             return _fault_response(fault)
         if fault.kind == "after":
             g.after_fault = fault
+        elif fault.kind == "no_atcud":
+            g.no_atcud = fault
         elif fault.kind == "hang" and request.endpoint == "create_document" and request.method == "POST":
             g.hang = fault.seconds
         else:
@@ -1155,6 +1178,9 @@ def _before_request() -> ResponseReturnValue | None:
 def _after_request(response: Response) -> Response:
     # The nastiest IX fault: the work is done, but the caller is told it failed.
     fault: _Fault | None = g.pop("after_fault", None)
+    if fault is not None and response.status_code < 400:
+        with _state().lock:
+            fault.landed += 1
     return _fault_response(fault) if fault is not None else response
 
 
@@ -1195,6 +1221,7 @@ def create_app(api_key: str | None = None) -> Flask:
     app.add_url_rule("/_sandbox/documents/<int:doc_id>", view_func=sandbox_document_page, methods=["GET"])
     app.add_url_rule("/_sandbox/reset", view_func=sandbox_reset, methods=["POST"])
     app.add_url_rule("/_sandbox/faults", view_func=sandbox_faults, methods=["GET", "POST", "DELETE"])
+    app.add_url_rule("/_sandbox/clients", view_func=sandbox_clients, methods=["GET"])
     app.add_url_rule("/_sandbox/calls", view_func=sandbox_calls, methods=["GET"])
     return app
 

@@ -1010,3 +1010,35 @@ def test_bad_probability_seed_or_times_are_refused(client, extra):
     rule = {"path": "/taxes.json", "kind": "status", **extra}
     assert client.post("/_sandbox/faults", json=[rule]).status_code == 400
     assert client.get("/_sandbox/faults").json == []
+
+
+# --- finalizing without an ATCUD ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("atcud", ["N/D", "N/A", ""])
+def test_a_no_atcud_rule_finalizes_its_document_without_one_and_then_goes(client, atcud):
+    _faults(client, {"path": r"/invoice_receipts/\d+/change-state\.json", "regex": True, "kind": "no_atcud",
+                     "atcud": atcud})
+    first = _final(client)
+    second = _final(client)
+    docs = {d["id"]: d["document"] for d in _documents(client)}
+    assert (docs[first]["atcud"], docs[first]["sequence_number"]) == (atcud, "1/SBX")
+    assert (docs[second]["atcud"], docs[second]["sequence_number"]) == ("SBXCODE1-2", "2/SBX")
+    assert client.get("/_sandbox/faults").json == []
+
+
+def test_a_no_atcud_rule_defaults_to_n_d_and_spares_other_requests(client):
+    _faults(client, {"method": "PUT", "path": r"/invoice_receipts/\d+/change-state\.json", "regex": True,
+                     "kind": "no_atcud", "times": None})
+    draft = _new(client)
+    assert client.get(_url(f"/invoice_receipts/{draft}.json")).status_code == 200
+    doc = _change(client, "invoice_receipts", draft, "finalized").json["invoice_receipt"]
+    assert doc["atcud"] == "N/D"
+    [rule] = client.get("/_sandbox/faults").json
+    assert (rule["kind"], rule["atcud"], rule["triggered"]) == ("no_atcud", "N/D", 1)
+
+
+@pytest.mark.parametrize("atcud", ["SBXCODE1-1", None, 7, ["N/D"]])
+def test_a_no_atcud_rule_takes_only_what_ix_says_for_no_atcud(client, atcud):
+    rule = {"path": "/x", "kind": "no_atcud", "atcud": atcud}
+    assert client.post("/_sandbox/faults", json=[rule]).status_code == 400

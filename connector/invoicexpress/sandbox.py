@@ -11,8 +11,11 @@ import base64
 import hashlib
 import hmac
 import html
+import json
+import os
 import random
 import re
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -22,6 +25,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -382,16 +386,23 @@ class _Fault:
 
 
 class _State:
-    """Everything the sandbox remembers. Requests come from several workers at once: hold `lock`."""
+    """Everything the sandbox remembers. Requests come from several workers at once: hold `lock`.
 
-    def __init__(self, api_key: str | None) -> None:
+    With a `path`, the documents, clients, numbering and UIDs are kept in that JSON file (read at
+    start, replaced whole after each change), so a restarted sandbox goes on where it stopped, as
+    IX would; fault rules and call counts belong to one run and are not kept."""
+
+    def __init__(self, api_key: str | None, path: Path | None = None) -> None:
         self.api_key = api_key
+        self.path = path
         self.lock = threading.Lock()
         # Ids keep growing across resets, so an id remembered from before a reset answers 404
         # instead of silently naming a different document.
         self.next_id = 1
         self.next_client_id = 1
         self.clear()
+        if path is not None and path.exists():
+            self._load(path)
 
     def clear(self) -> None:
         self.records: dict[int, _Record] = {}
@@ -403,6 +414,71 @@ class _State:
         self.last_hashes: dict[str, str] = {}
         self.faults: list[_Fault] = []
         self.calls: Counter[str] = Counter()
+
+    def save(self) -> None:
+        """Replace the state file with what is remembered now (call with the lock held)."""
+        if self.path is None:
+            return
+        kept = {
+            "version": 1,
+            "next_id": self.next_id,
+            "next_client_id": self.next_client_id,
+            "records": [
+                {
+                    "doc": r.doc,
+                    "doc_type": r.doc_type.path,
+                    "day": r.day.isoformat(),
+                    "proprietary_uid": r.proprietary_uid,
+                    "emails": r.emails,
+                    "history": r.history,
+                    "notes": r.notes,
+                }
+                for _, r in sorted(self.records.items())
+            ],
+            "clients": self.clients,
+            "numbers": dict(self.numbers),
+            "last_dates": {k: v.isoformat() for k, v in self.last_dates.items()},
+            "last_hashes": self.last_hashes,
+        }
+        # Written beside the file and renamed over it: a crash mid-write leaves the previous state whole.
+        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(kept, out, ensure_ascii=False)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _load(self, path: Path) -> None:
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            records = {
+                r["doc"]["id"]: _Record(
+                    doc=r["doc"],
+                    doc_type=DOC_TYPES[r["doc_type"]],
+                    day=date.fromisoformat(r["day"]),
+                    proprietary_uid=r["proprietary_uid"],
+                    emails=r["emails"],
+                    history=r["history"],
+                    notes=r["notes"],
+                )
+                for r in kept["records"]
+            }
+            self.next_id = int(kept["next_id"])
+            self.next_client_id = int(kept["next_client_id"])
+            self.clients = dict(kept["clients"])
+            self.numbers = Counter({k: int(v) for k, v in kept["numbers"].items()})
+            self.last_dates = {k: date.fromisoformat(v) for k, v in kept["last_dates"].items()}
+            self.last_hashes = dict(kept["last_hashes"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(
+                f"the sandbox state file {path} cannot be read ({exc!r}); move it away to start empty"
+            ) from exc
+        self.records = records
+        self.uids = {r.proprietary_uid: doc_id for doc_id, r in records.items() if r.proprietary_uid is not None}
 
     def take_fault(self, method: str, path: str) -> _Fault | None:
         """The first matching rule that strikes this request; a rule that lets it pass (its
@@ -1176,6 +1252,12 @@ def _before_request() -> ResponseReturnValue | None:
 
 
 def _after_request(response: Response) -> Response:
+    # Every request that may change what is remembered is kept before it is answered (the
+    # "after" fault too: the work is done). Fault rules are not kept.
+    if request.method != "GET" and request.path != "/_sandbox/faults":
+        state = _state()
+        with state.lock:
+            state.save()
     # The nastiest IX fault: the work is done, but the caller is told it failed.
     fault: _Fault | None = g.pop("after_fault", None)
     if fault is not None and response.status_code < 400:
@@ -1197,11 +1279,12 @@ def _http_error_response(exc: HTTPException) -> ResponseReturnValue:
     return response
 
 
-def create_app(api_key: str | None = None) -> Flask:
-    """The sandbox app; with `api_key` None any non-empty `api_key` query parameter is accepted."""
+def create_app(api_key: str | None = None, state_path: str | Path | None = None) -> Flask:
+    """The sandbox app; with `api_key` None any non-empty `api_key` query parameter is accepted; with
+    `state_path` what it remembers is kept in that file (otherwise in memory only)."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["ix_sandbox"] = _State(api_key)
+    app.extensions["ix_sandbox"] = _State(api_key, Path(state_path) if state_path is not None else None)
     app.before_request(_before_request)
     app.after_request(_after_request)
     app.register_error_handler(_Refusal, _refusal_response)
@@ -1233,15 +1316,15 @@ class _RequestLog(WSGIRequestHandler):
         super().log(type, message, *(redact(str(a), ()) for a in args))
 
 
-def _server(host: str, port: int, api_key: str | None) -> BaseWSGIServer:
-    return make_server(host, port, create_app(api_key), threaded=True, request_handler=_RequestLog)
+def _server(host: str, port: int, api_key: str | None, state_path: str | Path | None = None) -> BaseWSGIServer:
+    return make_server(host, port, create_app(api_key, state_path), threaded=True, request_handler=_RequestLog)
 
 
 def serve_in_thread(
-    host: str = "127.0.0.1", port: int = 0, api_key: str | None = None
+    host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, state_path: str | Path | None = None
 ) -> tuple[str, BaseWSGIServer]:
     """Serve a fresh sandbox from a daemon thread; returns (base_url, server); server.shutdown() stops it."""
-    server = _server(host, port, api_key)
+    server = _server(host, port, api_key, state_path)
     threading.Thread(target=server.serve_forever, name="ix-sandbox", daemon=True).start()
     return f"http://{host}:{server.server_port}", server
 
@@ -1252,8 +1335,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5055)
     parser.add_argument("--api-key", default=None, help="the only key accepted (default: any non-empty key)")
+    parser.add_argument(
+        "--state", default=None, metavar="PATH", help="keep documents and numbering in this JSON file across runs"
+    )
     args = parser.parse_args(argv)
-    server = _server(args.host, args.port, args.api_key)
+    server = _server(args.host, args.port, args.api_key, args.state)
     print(f"InvoiceXpress sandbox listening on http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -1042,3 +1042,91 @@ def test_a_no_atcud_rule_defaults_to_n_d_and_spares_other_requests(client):
 def test_a_no_atcud_rule_takes_only_what_ix_says_for_no_atcud(client, atcud):
     rule = {"path": "/x", "kind": "no_atcud", "atcud": atcud}
     assert client.post("/_sandbox/faults", json=[rule]).status_code == 400
+
+
+# --- a state file kept across restarts --------------------------------------------------------------
+
+
+def _serve(state: Path):
+    """The sandbox as `./dev run` starts it, on `state`; returns the process and its base URL."""
+    command = [sys.executable, "-m", "connector.invoicexpress.sandbox", "--port", "0", "--api-key", KEY,
+               "--state", str(state)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return process, process.stdout.readline().split()[-1]
+
+
+def _issue_over_http(base_url: str, uid: str, day: str = "10/03/2026") -> dict[str, Any]:
+    params = {"api_key": KEY}
+    created = requests.post(f"{base_url}/invoice_receipts.json", params=params, timeout=5,
+                            json={"invoice": _body(date=day, due_date=day), "proprietary_uid": uid})
+    assert created.status_code == 201, created.text
+    doc_id = created.json()["invoice_receipt"]["id"]
+    finalized = requests.put(f"{base_url}/invoice_receipts/{doc_id}/change-state.json", params=params,
+                             json={"invoice": {"state": "finalized"}}, timeout=5)
+    assert finalized.status_code == 200, finalized.text
+    return finalized.json()["invoice_receipt"]
+
+
+def test_a_sandbox_restarted_on_its_state_file_keeps_its_documents_and_numbering(tmp_path):
+    state = tmp_path / "instance" / "ix-sandbox.json"
+    state.parent.mkdir()
+    process, base_url = _serve(state)
+    try:
+        first = _issue_over_http(base_url, "shop:1001:FR")
+        before = requests.get(f"{base_url}/_sandbox/documents", timeout=5).json()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    process, base_url = _serve(state)
+    try:
+        assert requests.get(f"{base_url}/_sandbox/documents", timeout=5).json() == before
+        # Numbering and ids go on: no second document numbered 1.
+        second = _issue_over_http(base_url, "shop:1002:FR")
+        assert (first["sequence_number"], second["sequence_number"]) == ("1/SBX", "2/SBX")
+        assert second["id"] > first["id"]
+        # The first document's UID still names it.
+        again = requests.post(f"{base_url}/invoice_receipts.json", params={"api_key": KEY}, timeout=5,
+                              json={"invoice": _body(), "proprietary_uid": "shop:1001:FR"})
+        assert again.json()["invoice_receipt"]["id"] == first["id"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert [p.name for p in state.parent.iterdir()] == ["ix-sandbox.json"]  # no temporary file left
+
+
+def test_what_a_restarted_sandbox_remembers_it_enforces(tmp_path):
+    state = tmp_path / "ix-sandbox.json"
+    old = sandbox.create_app(KEY, state).test_client()
+    owner = _final(old, date="12/03/2026", due_date="12/03/2026")
+    _email(old, "invoice_receipts", owner, {"client": {"email": "ana@example.pt", "save": "1"}})
+
+    new = sandbox.create_app(KEY, state).test_client()
+    [seen] = _documents(new)
+    assert seen["emails"][0]["to"] == "ana@example.pt"
+    assert [h["action"] for h in seen["history"]] == ["created", "finalized"]
+    # The series' last date, the hash chain's place and the owner of a credit note survive the restart.
+    earlier = _new(new, date="11/03/2026", due_date="11/03/2026")
+    refused = _change(new, "invoice_receipts", earlier, "finalized")
+    assert refused.status_code == 422 and "earlier than the last invoice-receipt" in _error(refused)
+    note = _create(new, "credit_notes", owner_invoice_id=owner, date="12/03/2026", due_date="12/03/2026")
+    assert note.status_code == 201, note.json
+
+
+def test_a_reset_is_kept_too_and_ids_still_grow(tmp_path):
+    state = tmp_path / "ix-sandbox.json"
+    old = sandbox.create_app(KEY, state).test_client()
+    first = _final(old)
+    assert old.post("/_sandbox/reset").status_code == 204
+
+    new = sandbox.create_app(KEY, state).test_client()
+    assert _documents(new) == []
+    assert _final(new) > first
+    assert _documents(new)[0]["sequence_number"] == "1/SBX"
+
+
+def test_a_state_file_that_cannot_be_read_stops_the_sandbox_saying_so(tmp_path):
+    state = tmp_path / "ix-sandbox.json"
+    state.write_text("{not json")
+    with pytest.raises(SystemExit, match="move it away"):
+        sandbox.create_app(KEY, state)

@@ -1,5 +1,6 @@
 """How InvoiceXpress turns the items of a document into its total, and how to choose unit prices so that
-it lands exactly on what the customer paid. One place, used by preview, issuing and the sandbox."""
+it lands exactly on what the customer paid. One place, used by preview and issuing (the sandbox keeps its
+own account of IX's arithmetic, so that each checks the other)."""
 
 from __future__ import annotations
 

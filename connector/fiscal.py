@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from stdnum.eu import vat as eu_vat
 from stdnum.pt import nif as pt_nif
@@ -51,6 +52,10 @@ EU_COUNTRIES = frozenset(
     "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
 )
 _VAT_PREFIX = {"GR": "EL"}
+
+# The VAT rates in force in Portugal, in percent: mainland 6/13/23, Madeira 4 (5 before 2025)/12/22,
+# the Azores 4/9/16. What a tax amount is checked against when nothing else says its rate.
+VAT_RATES = frozenset(Decimal(rate) for rate in (4, 5, 6, 9, 12, 13, 16, 22, 23))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -640,7 +641,11 @@ def _set_currency(node: Any, side: str) -> str | None:
 
 
 def _shipping_parts(data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each shipping refund as {amount, tax, taxes (the shipping line's tax lines, or None), title}."""
+    """Each shipping refund as {amount, tax, taxes (the shipping line's tax lines, or None), title, source}.
+
+    `source` is "line" (a refund shipping line, whose amount is in the order's price basis) or
+    "adjustment" (a shipping_refund order adjustment, whose tax Shopify documents as added to its amount).
+    """
     adjustments = [a for a in data["order_adjustments"] or [] if a["kind"] == "shipping_refund"]
     adjusted_tax = sum((abs(a["tax_amount"] or _ZERO) for a in adjustments), _ZERO)
     parts = []
@@ -659,6 +664,7 @@ def _shipping_parts(data: Mapping[str, Any]) -> list[dict[str, Any]]:
             "tax": tax or _ZERO,
             "taxes": shipping.get("tax_lines") or None,
             "title": (shipping.get("title") or "").strip() or "Shipping",
+            "source": "line",
         })
     if not refunded:
         for adjustment in adjustments:
@@ -667,8 +673,83 @@ def _shipping_parts(data: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "tax": abs(adjustment["tax_amount"] or _ZERO),
                 "taxes": None,
                 "title": "Shipping",
+                "source": "adjustment",
             })
+    if any(part["tax"] and part["tax"] >= part["amount"] for part in parts):
+        # Not even a tax added to its amount would be as large as the amount: no reading makes sense.
+        raise _refund_error("a shipping refund's tax is not less than the shipping refunded", "shipping")
     return parts
+
+
+def _shipping_readings(part: Mapping[str, Any], included: bool, basis_only: bool = False) -> tuple[Decimal, ...]:
+    """The two ways a shipping refund can be read, as its gross (tax included): the documented one first.
+
+    A refund shipping line is in the order's price basis; an adjustment's tax is added to its amount
+    (Shopify's Refund docs: "the taxes that are added to amount"), yet some payloads carry an amount
+    that already holds its tax. Which one a refund uses is what makes it add up to its transactions.
+    `basis_only`: a shipping line read in the order's basis alone (for telling that basis from the money).
+    """
+    inside, added = part["amount"], part["amount"] + part["tax"]
+    if part["source"] == "adjustment":
+        return added, inside
+    readings = (inside, added) if included else (added, inside)
+    return readings[:1] if basis_only else readings
+
+
+def _discrepancy(data: Mapping[str, Any]) -> Decimal:
+    """Σ refund_discrepancy adjustments: what Shopify says the refund paid back less than its lines."""
+    return sum((a["amount"] for a in data["order_adjustments"] or [] if a["kind"] == "refund_discrepancy"),
+               _ZERO)
+
+
+def _items_total(data: Mapping[str, Any], included: bool) -> Decimal:
+    items = data["refund_line_items"] or []
+    return sum((i["subtotal"] if included else i["subtotal"] + i["total_tax"] for i in items), _ZERO)
+
+
+def _reading_that_adds_up(data: Mapping[str, Any], parts: Sequence[Mapping[str, Any]], included: bool,
+                          refunded: Decimal, basis_only: bool = False) -> tuple[int, ...] | None:
+    """Which reading of each shipping part makes the refund's lines add up to `refunded`; None if none does.
+
+    Lines add up when their sum is the money refunded, or that money plus the refund's own discrepancy
+    adjustments (a refund that kept some money back says so in one).
+    """
+    base = _items_total(data, included)
+    targets = (refunded, refunded + _discrepancy(data))
+    readings = [_shipping_readings(part, included, basis_only) for part in parts]
+    for choice in itertools.product(*(range(len(r)) for r in readings)):
+        total = base + sum((reading[pick] for reading, pick in zip(readings, choice, strict=True)), _ZERO)
+        if any(abs(total - target) <= _CENT for target in targets):
+            return choice
+    return None
+
+
+def _shipping_choice(data: Mapping[str, Any], included: bool, refunded: Decimal | None) -> tuple[int, ...]:
+    """The reading of each shipping part (see `_shipping_readings`) the refund's lines are built with.
+
+    The one that adds up to the money refunded; else the one whose tax is a Portuguese VAT rate (or a
+    rate of the refund's own lines) of its amount; else the documented one, whose odd rate then holds
+    the credit note for a person to look at.
+    """
+    parts = _shipping_parts(data)
+    if refunded is not None and (choice := _reading_that_adds_up(data, parts, included, refunded)) is not None:
+        return choice
+    known = {item["line_item"]["line"].tax_rate for item in data["refund_line_items"] or []}
+    choice = []
+    for part in parts:
+        readings = _shipping_readings(part, included)
+        plausible = [pick for pick, gross in enumerate(readings) if _fits_a_rate(part, gross, known)]
+        choice.append(plausible[0] if plausible else 0)
+    return tuple(choice)
+
+
+def _fits_a_rate(part: Mapping[str, Any], gross: Decimal, known: set[Decimal]) -> bool:
+    """Whether the shipping part's tax is, to the cent, some VAT rate of `gross` we expect to see."""
+    taxes = [t for t in part["taxes"] or [] if t["rate"] or t["price"]]
+    rates = {_percent(t["rate"]) for t in taxes} if taxes else known | fiscal.VAT_RATES
+    if not part["tax"]:
+        return True
+    return any(abs(gross * rate / (100 + rate) - part["tax"]) <= _CENT for rate in rates if rate)
 
 
 def _reads_as(amount: Decimal, tax: Decimal, rate: Decimal) -> bool | None:
@@ -698,18 +779,18 @@ def _taxes_included(data: Mapping[str, Any], shipping: list[dict[str, Any]], ref
         taxes = [t for t in part["taxes"] or [] if t["rate"] or t["price"]]
         if len(taxes) == 1:
             votes.add(_reads_as(part["amount"], part["tax"], taxes[0]["rate"]))
-    gross = sum((i["subtotal"] for i in items), _ZERO) + sum((p["amount"] for p in shipping), _ZERO)
     tax = sum((i["total_tax"] for i in items), _ZERO) + sum((p["tax"] for p in shipping), _ZERO)
     if refunded is not None and tax > _CENT:
-        if abs(refunded - gross) <= _CENT:
-            votes.add(True)
-        elif abs(refunded - gross - tax) <= _CENT:
-            votes.add(False)
+        adds_up = {flag for flag in (True, False)
+                   if _reading_that_adds_up(data, shipping, flag, refunded, basis_only=True) is not None}
+        if len(adds_up) == 1:
+            votes.add(adds_up.pop())
     votes.discard(None)
     if len(votes) == 1:
         return votes.pop()
-    if not tax:
-        return False  # nothing taxed: both readings give the same amounts
+    if not tax or not any(i["total_tax"] for i in items) and all(
+            p["source"] == "adjustment" or not p["tax"] for p in shipping):
+        return False  # nothing taxed is in the order's basis: both readings give the same amounts
     if votes:
         raise _refund_error("its amounts read partly as tax-included and partly as tax-excluded; "
                             "load it with taxes_included from its order", "taxes_included")
@@ -780,7 +861,8 @@ def _refunded_money(data: Mapping[str, Any], side: str, shop: str | None, buyer:
     return total, (currencies.pop() if currencies else None)
 
 
-def _lines_of(data: Mapping[str, Any], included: bool) -> list[RefundLine]:
+def _lines_of(data: Mapping[str, Any], included: bool, choice: Sequence[int]) -> list[RefundLine]:
+    """The refund's lines, tax included; `choice` picks each shipping part's reading (`_shipping_choice`)."""
     lines = []
     for item in data["refund_line_items"] or []:
         line = item["line_item"]["line"]
@@ -792,8 +874,8 @@ def _lines_of(data: Mapping[str, Any], included: bool) -> list[RefundLine]:
             tax_rate=line.tax_rate,
         ))
     known = list(dict.fromkeys(line.tax_rate for line in lines))
-    for part in _shipping_parts(data):
-        amount = part["amount"] if included else part["amount"] + part["tax"]
+    for part, pick in zip(_shipping_parts(data), choice, strict=True):
+        amount = _shipping_readings(part, included)[pick]
         lines.append(RefundLine(
             key="shipping",
             description=part["title"],
@@ -889,20 +971,23 @@ def to_refund(
     other = "shop_money" if side == "presentment_money" else "presentment_money"
     shop, buyer = _set_currency(payload, "shop_money"), _set_currency(payload, "presentment_money")
     data = _load_refund(payload, side)
+    # How the refund is read (tax basis, shipping readings) is decided on the buyer's side, with the
+    # transactions only when they are plainly in the buyer's money, and then applied to either side.
+    seen = data if side == "presentment_money" else _load_refund(payload, "presentment_money")
+    foreign = [t for t in seen["transactions"] or [] if not t["amount_set"] and buyer
+               and (t["currency"] or buyer).upper() != buyer]
+    seen_refunded = None
+    if not foreign:
+        seen_refunded, _ = _refunded_money(seen, "presentment_money", None, None, _ZERO, lambda: _ZERO)
     if taxes_included is None:
-        # Read on the buyer's side, with the transactions only when they are plainly in the buyer's money.
-        seen = data if side == "presentment_money" else _load_refund(payload, "presentment_money")
-        foreign = [t for t in seen["transactions"] or [] if not t["amount_set"] and buyer
-                   and (t["currency"] or buyer).upper() != buyer]
-        refunded = None
-        if not foreign:
-            refunded, _ = _refunded_money(seen, "presentment_money", None, None, _ZERO, lambda: _ZERO)
-        taxes_included = _taxes_included(seen, _shipping_parts(seen), refunded)
-    lines = _lines_of(data, taxes_included)
+        taxes_included = _taxes_included(seen, _shipping_parts(seen), seen_refunded)
+    choice = _shipping_choice(seen, taxes_included, seen_refunded)
+    lines = _lines_of(data, taxes_included, choice)
     lines_total = sum((line.amount for line in lines), _ZERO)
 
     def lines_there() -> Decimal:
-        return sum((line.amount for line in _lines_of(_load_refund(payload, other), taxes_included)), _ZERO)
+        there = _lines_of(_load_refund(payload, other), taxes_included, choice)
+        return sum((line.amount for line in there), _ZERO)
 
     refunded, currency = _refunded_money(data, side, shop, buyer, lines_total, lines_there)
     currency = currency or (buyer if side == "presentment_money" else shop)

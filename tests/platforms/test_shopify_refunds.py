@@ -68,6 +68,10 @@ EXPECTED = {
         1012345678008, 5801234567003, "61.50",
         [product("KIT-FER-20", "Kit de ferramentas", 1, "61.50", 23)],
         "2026-12-05T12:00:00+00:00")),
+    "refund_shipping_tax_added.json": ("paid_b2c_tax_included.json", refund(
+        1012345678010, 5801234567001, "14.98",
+        [product("CAN-CER-01", MUG, 1, "9.99", 23), shipping("Shipping", "4.99", 23)],
+        "2026-12-07T10:00:00+00:00")),
     "refund_usd_presentment.json": ("paid_usd_presentment.json", refund(
         1012345678009, 5801234567024, "10.83", [product("CAN-CER-01", MUG, 1, "10.83", 23)],
         "2026-12-06T08:00:00+00:00", currency="USD")),
@@ -200,6 +204,68 @@ def test_shipping_as_an_order_adjustment_of_an_older_api_version():
     # -7.90 and -1.42: the absolute value, and 1.42 is 22 % (Madeira) of 7.90 tax included, not 23 %.
     assert loaded.lines == (shipping("Shipping", "7.90", 22),)
     assert loaded.amount == D("7.90") and loaded.restocking_fee == 0
+
+
+def test_a_tax_inclusive_refund_with_shipping_as_shopify_documents_it_is_the_right_credit_note():
+    from connector.plans import plan_credit_note
+    from tests.test_plans import SETTINGS
+
+    order_payload = load("paid_b2c_tax_included.json")
+    sale = shopify.to_order(order_payload, store=STORE)
+    loaded = shopify.to_refund(load("refund_shipping_tax_added.json"), store=STORE, order=order_payload)
+
+    plan = plan_credit_note(loaded, sale, SETTINGS, left_to_credit=sale.total)
+
+    assert plan.verdict == "issue", plan.reasons
+    items = plan.create_body["invoice"]["items"]
+    assert [(i["name"], i["quantity"], i["tax"]["name"]) for i in items] == [
+        ("CAN-CER-01", D(1), "IVA23"), ("shipping", D(1), "IVA23")]
+    # 4.06 + 0.93 = 4.99 given back for the shipping, at 23 %: its net unit price is 4.99 / 1.23.
+    assert items[1]["unit_price"] == D("4.0569")
+    assert plan.computed_total == D("14.98") == loaded.amount
+
+
+def _shipping_adjustment(amount, tax, refunded):
+    """refund_partial_one_line.json (9.99 at 23 %) also refunding shipping as a shipping_refund adjustment."""
+    payload = load("refund_partial_one_line.json")
+    payload["order_adjustments"] = [{"kind": "shipping_refund", "amount": amount, "tax_amount": tax}]
+    payload["transactions"][0]["amount"] = refunded
+    return payload
+
+
+@pytest.mark.parametrize(("amount", "tax", "refunded", "given_back", "rate", "fee"), [
+    ("-4.06", "-0.93", "14.98", "4.99", 23, "0.00"),  # tax added to the amount, as documented
+    ("-4.99", "-0.93", "14.98", "4.99", 23, "0.00"),  # tax inside the amount, as some payloads send it
+    # 0.06 is 6 % of 1.00 added and, to the cent, 6 % inside 1.00: only the transactions tell which.
+    ("-1.00", "-0.06", "11.05", "1.06", 6, "0.00"),
+    ("-1.00", "-0.06", "10.99", "1.00", 6, "0.00"),
+    ("-4.06", "-0.93", "13.98", "4.99", 23, "1.00"),  # a euro kept back: the rate tells
+    ("-4.99", "-0.93", "13.98", "4.99", 23, "1.00"),
+    ("-6.48", "-1.42", "16.99", "7.90", 22, "0.90"),  # Madeira's 22 % is a rate the tax can be
+    ("-4.00", "-0.24", "14.23", "4.24", 6, "0.00"),
+])
+def test_a_shipping_adjustment_is_read_the_way_that_adds_up(amount, tax, refunded, given_back, rate, fee):
+    loaded = shopify.to_refund(_shipping_adjustment(amount, tax, refunded), store=STORE, taxes_included=True)
+
+    assert loaded.lines == (product("CAN-CER-01", MUG, 1, "9.99", 23), shipping("Shipping", given_back, rate))
+    assert (loaded.amount, loaded.restocking_fee) == (D(refunded), D(fee))
+
+
+def test_a_shipping_adjustment_no_reading_makes_sense_of_is_held_with_its_rate():
+    from connector.plans import plan_credit_note
+    from tests.test_plans import SETTINGS
+
+    order_payload = load("paid_b2c_tax_included.json")
+    sale = shopify.to_order(order_payload, store=STORE)
+    # 2.00 of tax on 4.00: neither 50 % (added) nor 100 % (inside) is a VAT rate, and 12.99 adds up to neither.
+    payload = _shipping_adjustment("-4.00", "-2.00", "12.99")
+
+    loaded = shopify.to_refund(payload, store=STORE, order=order_payload)
+    plan = plan_credit_note(loaded, sale, SETTINGS, left_to_credit=sale.total)
+
+    assert loaded.lines[-1] == shipping("Shipping", "6.00", 50)  # the documented reading
+    assert plan.verdict == "hold"
+    assert any("VAT at 50 %" in reason for reason in plan.reasons)
 
 
 def test_shipping_rate_follows_the_refund_s_own_lines_first():

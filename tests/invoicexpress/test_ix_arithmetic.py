@@ -7,6 +7,9 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from connector.invoicexpress import sandbox
 from connector.invoicexpress.sandbox import TAX_RATES, ix_request_amounts, to_cents
@@ -142,3 +145,26 @@ def test_a_global_discount_ix_could_not_read_is_refused(bad):
 ])
 def test_money_rounds_half_away_from_zero(amount, cents):
     assert to_cents(Fraction(amount)) == Decimal(cents)
+
+
+def _decimals(places: int, high: int) -> st.SearchStrategy[str]:
+    return st.integers(0, high * 10**places).map(lambda n: str(Decimal(n).scaleb(-places)))
+
+
+request_items = st.lists(
+    st.builds(
+        item,
+        price=_decimals(4, 2000),
+        quantity=st.integers(1, 60).map(str) | _decimals(3, 20).filter(lambda q: Decimal(q) > 0),
+        tax=st.sampled_from(sorted(TAX_RATES)),
+        discount=st.none() | _decimals(4, 100),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(request_items)
+def test_the_connector_and_the_sandbox_agree_on_any_request(items):
+    assert document_total(items, TAX_RATES) == ix_request_amounts(items, TAX_RATES).total

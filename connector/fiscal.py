@@ -53,8 +53,8 @@ EU_COUNTRIES = frozenset(
 )
 _VAT_PREFIX = {"GR": "EL"}
 
-# The VAT rates in force in Portugal, in percent: mainland 6/13/23, Madeira 4 (5 before 2025)/12/22,
-# the Azores 4/9/16. What a tax amount is checked against when nothing else says its rate.
+# Portugal's VAT rates in percent: the mainland's 6 / 13 / 23, Madeira's 5 / 12 / 22, the Azores' 4 / 9 / 16.
+# What a tax amount is checked against when nothing else says its rate.
 VAT_RATES = frozenset(Decimal(rate) for rate in (4, 5, 6, 9, 12, 13, 16, 22, 23))
 
 

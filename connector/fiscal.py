@@ -161,7 +161,7 @@ def find_tax_id(text: str | None, country: str | None) -> str | None:
 
 def _valid_vat(prefix: str, body: str) -> str | None:
     """`prefix` + the longest run of `body`'s groups that is a valid VAT number, compacted; else None."""
-    groups = re.split(r"[ .\-]", body)
+    groups = re.split(r"[ .\-]", body)[:8]  # no VAT number is typed in more groups than that
     for count in range(len(groups), 0, -1):
         number = prefix + "".join(groups[:count]).upper()
         if len(number) <= 16 and eu_vat.is_valid(number):

@@ -27,7 +27,8 @@ class Customer:
     email: str | None = None
     company: str | None = None
     address: Address = field(default_factory=Address)
-    # Raw tax number as the buyer typed it (validated later, never logged).
+    # The tax number the buyer gave: the valid one found in what they typed, else what they typed
+    # (validated later against their country, never logged).
     tax_id: str | None = None
 
 

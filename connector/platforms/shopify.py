@@ -520,8 +520,9 @@ def to_order(
 # whose `subtotal` is in the order's price basis (tax included when the order's `taxes_included` is
 # true, net otherwise; see `to_refund`). Shipping: `refund_shipping_lines[{subtotal_amount, tax_amount,
 # shipping_line{…}}]` since API 2024-10; before that an `order_adjustments` entry of kind
-# "shipping_refund" with negative `amount` and `tax_amount` (payloads of the newer versions may carry
-# both for the same shipping: the adjustment is then only read for the tax). The money that actually
+# "shipping_refund" with negative `amount` and `tax_amount`, the tax documented as added to the amount
+# but inside it in some payloads (see `_shipping_readings`); payloads of the newer versions may carry
+# both for the same shipping: the adjustment is then only read for the tax. The money that actually
 # went back: the `transactions` of kind "refund" and status "success".
 
 _CENT = Decimal("0.01")

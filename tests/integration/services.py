@@ -715,14 +715,38 @@ def flush_redis(url: str) -> None:
         client.close()
 
 
-def kill_like_a_crash(worker: Proc) -> None:
-    """SIGKILL the worker as a dying machine would: its process group and its work-horse, which RQ puts
-    in a process group of its own (so killing the group alone would let the job run to its end)."""
-    family, look = [], [worker.pid]
+def descendants_of(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    family, look = [], [pid]
     while look:
         children = children_of(look.pop())
         family += children
         look += children
+    return family
+
+
+def freeze(worker: Proc) -> list[int]:
+    """SIGSTOP the worker and everything below it (its work-horse sits in a process group of its own),
+    so that what it has written down can be read as it stands; returns the pids for thaw()."""
+    frozen = []
+    # The parent first, so that it cannot fork a new work-horse while its family is being listed.
+    for pid in [worker.pid, *descendants_of(worker.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(pid)
+    return frozen
+
+
+def thaw(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def kill_like_a_crash(worker: Proc) -> None:
+    """SIGKILL the worker as a dying machine would: its process group and its work-horse, which RQ puts
+    in a process group of its own (so killing the group alone would let the job run to its end)."""
+    family = descendants_of(worker.pid)
     for pid in family:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

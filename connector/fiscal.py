@@ -121,6 +121,10 @@ _LABELLED = re.compile(
     r"(?i:\b(?:nif|nipc|cif|vat|tva|iva|btw|ust-?id(?:nr)?|uid|nip|tax\s*id|vat\s*(?:no|number)))"
     r"\.?\s*(?:n\.?[ºo°]\.?\s*)?[:#]?\s*(?P<body>(?=[A-Za-z]*\d)[0-9A-Za-z]+(?:[ .\-][0-9A-Za-z]+)*)"
 )
+# A Portuguese tax label right before a number ("NIF: ", "Contribuinte n.º ").
+_NIF_LABEL = re.compile(
+    r"(?i:\b(?:nif|nipc|contribuinte|tax\s*id|vat(?:\s*(?:no|number))?)\b\.?\s*(?:n\.?[ºo°]\.?\s*)?[:#]?\s*)$"
+)
 _PHONE_LABEL = re.compile(r"(?i:\b(?:tel|tlm|tlf|telef|telefone|telem[oó]vel|phone|mobile|fax)\b\.?\s*:?\s*)$")
 
 
@@ -139,8 +143,11 @@ def find_tax_id(text: str | None, country: str | None) -> str | None:
     found: list[tuple[int, str]] = []
     for match in _NIF_IN_TEXT.finditer(text):
         digits = re.sub(r"\D", "", match["digits"])
-        if _PHONE_LABEL.search(text[: match.start()]) or not _NIF_START.match(digits):
+        before = text[: match.start()]
+        if _PHONE_LABEL.search(before) or not _NIF_START.match(digits):
             continue
+        if digits[0] == "9" and not match["pt"] and not _NIF_LABEL.search(before):
+            continue  # 90/91/98/99 NIFs are rare and 91 is also a mobile prefix: only taken when labelled
         if pt_nif.is_valid(digits):
             found.append((match.start(), digits if country == "PT" else "PT" + digits))
             break

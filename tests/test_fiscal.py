@@ -83,6 +83,8 @@ def test_the_official_table_has_the_codes_in_use_and_none_withdrawn():
     ("Voorbeeld BV NL-004495445B01", "NL", "NL004495445B01"),
     ("Exemple SARL FR 40 303 265 045", "FR", "FR40303265045"),
     ("Paradeigma AE EL094014201", "GR", "EL094014201"),
+    ("Condomínio do Prédio, NIF 901234567", "PT", "901234567"),  # a 9… NIF when labelled
+    ("Condomínio do Prédio PT901234567", "PT", "901234567"),
 ])
 def test_a_tax_number_is_found_however_the_buyer_typed_it(text, country, found):
     assert find_tax_id(text, country) == found
@@ -95,6 +97,8 @@ def test_a_tax_number_is_found_however_the_buyer_typed_it(text, country, found):
     ("00351 912345675", "PT"),
     ("Tel. 215 964 845", "PT"),  # a landline that passes the check, after a phone label
     ("Telemóvel: 215964845", "PT"),
+    ("912 345 675", "PT"),  # passes the check and 91 starts NIFs too, but unlabelled it is a mobile
+    ("Empresa X 912345675", "PT"),
     ("923 456 783", "PT"),  # passes the check, but NIFs never start with 92 (mobile numbers do)
     ("400000008", "PT"),  # nor with 40
     ("1000-001 Lisboa", "PT"),  # a postcode

@@ -6,12 +6,15 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import uuid
 from pathlib import Path
 
 import fakeredis
 import pytest
 import requests
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rq import SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
@@ -19,6 +22,32 @@ from connector import create_app
 from connector.extensions import db
 from connector.invoicexpress.sandbox import serve_in_thread
 from connector.invoicing import init_invoicexpress
+
+# Hypothesis: in CI (which sets CI=true) the same examples every run, and a failure prints the blob that
+# replays it (@reproduce_failure), so a red build reproduces on a laptop; locally every run explores new
+# inputs. No deadline in either: on a busy machine an example's time says nothing about the code.
+# HYPOTHESIS_PROFILE picks one explicitly.
+# Both start from hypothesis' defaults: it picks a built-in "ci" profile itself whenever a CI variable exists.
+hypothesis_settings.register_profile(
+    "ci", hypothesis_settings.get_profile("default"), derandomize=True, print_blob=True, deadline=None,
+    database=None, suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile("dev", hypothesis_settings.get_profile("default"), deadline=None)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+)
+
+# pytest-timeout's default (pyproject.toml) suits the unit tier; the integration tier starts servers and
+# processes and waits on them, so it gets longer before a hang is called one.
+INTEGRATION_TIMEOUT = 900
+
+
+@pytest.hookimpl(trylast=True)  # after tests/integration/conftest.py has marked its items
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("integration") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT))
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHOPIFY_SECRET = "test-shopify-secret"

@@ -82,8 +82,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if admin_password is not None and len(admin_password) < 12:
         problems.append("ADMIN_PASSWORD must be at least 12 characters")
 
-    issuing = {key: parse(env.get(var) or default, var, problems)
-               for key, (var, default, parse) in ISSUING.items()}
+    issuing = _issuing(env, problems)
 
     config = {
         "SQLALCHEMY_DATABASE_URI": database_url,
@@ -101,14 +100,34 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": int(number("MAX_WEBHOOK_BYTES", 2 * 1024 * 1024, 1024)),
         "DOCUMENT_LEASE_SECONDS": number("DOCUMENT_LEASE_SECONDS", 90, 1),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 60, 1),
-        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        "LOG_LEVEL": _log_level(env, problems),
         "ADMIN_PASSWORD": admin_password,
     }
-    if config["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     if problems:
         raise ConfigError("The connector cannot start:\n" + "\n".join(f"- {p}" for p in problems))
     return config
+
+
+def planning_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Only what planning reads (issuing settings, log level): enough for `preview`, which needs no
+    database, Redis, secret or IX account. Raises ConfigError naming every problem in those."""
+    problems: list[str] = []
+    env = {key: value.strip() for key, value in environ.items()}
+    config = {"ISSUING": _issuing(env, problems), "LOG_LEVEL": _log_level(env, problems)}
+    if problems:
+        raise ConfigError("The connector cannot plan documents:\n" + "\n".join(f"- {p}" for p in problems))
+    return config
+
+
+def _issuing(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    return {key: parse(env.get(var) or default, var, problems) for key, (var, default, parse) in ISSUING.items()}
+
+
+def _log_level(env: Mapping[str, str], problems: list[str]) -> str:
+    level = (env.get("LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    return level
 
 
 def _tax_id_keys(raw: str, name: str, problems: list[str]) -> tuple[str, ...]:

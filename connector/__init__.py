@@ -6,15 +6,25 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import click
 from flask import Flask
+from flask.cli import AppGroup
 
-from config import from_env
+from config.settings import ConfigError, from_env, planning_from_env
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from the environment (or `environ`), then apply `overrides` (tests)."""
+    environ = os.environ if environ is None else environ
+    try:
+        config = from_env(environ)
+    except ConfigError as error:
+        # The web server refuses to start; a command line may still preview an order.
+        if click.get_current_context(silent=True) is None:
+            raise
+        return create_planning_app(error, environ)
     app = Flask(__name__)
-    app.config.from_mapping(from_env(os.environ if environ is None else environ))
+    app.config.from_mapping(config)
     if overrides:
         app.config.update(overrides)
     configure_logging(app)
@@ -53,3 +63,29 @@ def register_commands(app: Flask) -> None:
     from connector import cli
 
     cli.init_app(app)
+
+
+def create_planning_app(error: ConfigError, environ: Mapping[str, str]) -> Flask:
+    """The app `flask preview` needs when the environment cannot run the connector: planning settings
+    only. Every other command fails with what the environment lacks."""
+    from connector import cli
+
+    app = Flask(__name__)
+    app.config.from_mapping(planning_from_env(environ))
+    configure_logging(app)
+    app.cli = PlanningCommands(error, {"preview": cli.preview_command})
+    return app
+
+
+class PlanningCommands(AppGroup):
+    """The commands of an app without its full settings: those given, and an error for any other."""
+
+    def __init__(self, error: ConfigError, commands: dict[str, click.Command]) -> None:
+        super().__init__(commands=commands)
+        self.error = error
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None:
+            raise click.ClickException(str(self.error))
+        return command

@@ -53,9 +53,7 @@ def preview_command(platform: str, file, topic: str | None, order_file) -> None:
     module = PLATFORMS[platform]
     topic = topic or module.PAID_TOPIC
     try:
-        payload = json.load(file)
-        if not isinstance(payload, dict):
-            raise ValueError("the file does not hold a JSON object")
+        payload = _read_object(platform, file)
         # The environment's settings: a store's own values apply once it is live (`flask stores`).
         settings = invoicing.settings_for(None)
         if topic == module.PAID_TOPIC:
@@ -63,7 +61,7 @@ def preview_command(platform: str, file, topic: str | None, order_file) -> None:
                                     money=settings.invoice_currency)
             plan = plan_sale(order, settings)
         elif topic == module.REFUND_TOPIC:
-            plan = _preview_refund(module, payload, order_file, settings)
+            plan = _preview_refund(platform, payload, order_file, settings)
         elif topic == module.CANCEL_TOPIC:
             plan = Plan(verdict="none", currency=str(payload.get("currency") or ""), reasons=[
                 "A cancellation issues nothing: an order not yet invoiced is not invoiced, a draft is deleted, "
@@ -79,12 +77,13 @@ def preview_command(platform: str, file, topic: str | None, order_file) -> None:
                           ensure_ascii=False))
 
 
-def _preview_refund(module, payload: dict, order_file, settings) -> Plan:
+def _preview_refund(platform: str, payload: dict, order_file, settings) -> Plan:
+    module = PLATFORMS[platform]
     if order_file is None:
         refund = module.to_refund(payload, store="preview", money=settings.invoice_currency)
         return Plan(verdict="hold", currency=str(refund.currency or ""), expected_total=refund.amount, reasons=[
             "A credit note corrects the order's invoice: give the paid order too (--order FILE)."])
-    order_payload = json.load(order_file)
+    order_payload = _read_object(platform, order_file)
     order = module.to_order(order_payload, store="preview", tax_id_keys=settings.tax_id_keys,
                             money=settings.invoice_currency)
     # Read against the order, as the worker reads it, so that the preview is what will be issued.
@@ -96,6 +95,22 @@ def _preview_refund(module, payload: dict, order_file, settings) -> Plan:
         return Plan(verdict="none", currency=order.currency,
                     reasons=[f"The order's own invoice would not be issued, so there is nothing to credit: {why}"])
     return plan_credit_note(refund, order, settings, left_to_credit=order.total)
+
+
+# How each platform's REST API wraps the one object it returns; preview takes what a person pastes, so
+# either a webhook body or that answer (Shopify: `{"order": {…}}`, `{"refund": {…}}`).
+API_ENVELOPES = {"shopify": ("order", "refund")}
+
+
+def _read_object(platform: str, file) -> dict:
+    """The event object in `file`: a webhook body, or the platform's API answer unwrapped."""
+    payload = json.load(file)
+    if not isinstance(payload, dict):
+        raise ValueError("the file does not hold a JSON object")
+    for key in API_ENVELOPES.get(platform, ()):
+        if set(payload) == {key} and isinstance(payload[key], dict):
+            return payload[key]
+    return payload
 
 
 def preview(plan: Plan) -> dict:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -15,6 +18,8 @@ from connector.extensions import db
 from connector.plans import plan_sale
 from connector.platforms import shopify
 from tests.conftest import FIXTURES
+
+REPO_ROOT = FIXTURES.parents[1]
 
 SHOPIFY = FIXTURES / "shopify"
 # What each fixture must give (tests/fixtures/shopify/cases.json); PAID are those to be issued.
@@ -252,3 +257,77 @@ def test_a_refund_with_its_order_shows_the_credit_note_that_will_be_issued(previ
     assert output["verdict"] == "issue"
     assert output["expected_total"] == output["computed_total"] == "147.00"
     assert output["requests"][0]["path"] == "/credit_notes.json"
+
+
+def wrapped(tmp_path, name: str, key: str) -> str:
+    """The fixture as Shopify's REST API returns it: the object under one key."""
+    path = tmp_path / f"api_{name}"
+    path.write_text(json.dumps({key: json.loads((SHOPIFY / name).read_text())}))
+    return str(path)
+
+
+def test_an_order_as_the_rest_api_returns_it_previews_as_its_webhook_body(preview, tmp_path):
+    name = "paid_with_discount_and_nif.json"
+    as_webhook = shown(preview("shopify", str(SHOPIFY / name)))
+    as_api = shown(preview("shopify", wrapped(tmp_path, name, "order")))
+
+    assert as_api == as_webhook
+    assert as_api["verdict"] == "issue"
+
+
+def test_a_refund_and_its_order_as_the_rest_api_returns_them_preview_the_credit_note(preview, tmp_path):
+    output = shown(preview("shopify", wrapped(tmp_path, "refund_with_restocking_fee.json", "refund"),
+                           "--topic", "refunds/create",
+                           "--order", wrapped(tmp_path, "paid_b2b_nif_in_company.json", "order")))
+
+    assert output["verdict"] == "issue"
+    assert output["expected_total"] == output["computed_total"] == "147.00"
+    assert output["requests"][0]["path"] == "/credit_notes.json"
+
+
+def test_an_object_holding_more_than_the_order_is_not_taken_for_an_answer_of_the_api(preview, tmp_path):
+    path = tmp_path / "two_keys.json"
+    path.write_text(json.dumps({"order": json.loads((SHOPIFY / "paid_tax_excluded.json").read_text()),
+                                "note": "x"}))
+
+    result = preview("shopify", str(path))
+
+    assert result.exit_code != 0
+    assert "two_keys.json" in result.stderr
+
+
+def flask_command(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`flask --app wsgi ARGS` in a fresh process whose environment holds only `env` (and PATH)."""
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=REPO_ROOT,
+                          env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT), **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_preview_runs_with_no_database_redis_secret_or_invoicexpress_settings():
+    result = flask_command("preview", "shopify", str(SHOPIFY / "paid_b2c_tax_included.json"),
+                           DOCUMENT_TYPE="invoice")
+
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["verdict"] == "issue"
+    assert output["expected_total"] == paid_total("paid_b2c_tax_included.json")
+    # The planning settings it was given are the ones it used.
+    assert output["requests"][0]["path"] == "/invoices.json"
+
+
+def test_preview_names_a_bad_planning_setting():
+    result = flask_command("preview", "shopify", str(SHOPIFY / "paid_b2c_tax_included.json"),
+                           DOCUMENT_TYPE="receipt")
+
+    assert result.returncode != 0
+    assert "DOCUMENT_TYPE" in result.stderr
+    assert result.stdout == ""
+
+
+def test_other_commands_without_the_settings_say_what_is_missing():
+    result = flask_command("sweep")
+
+    assert result.returncode != 0
+    assert "DATABASE_URL is not set" in result.stderr
+    assert "REDIS_URL is not set" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,6 +9,7 @@ import pytest
 from redis.connection import SSLConnection
 
 from config import ConfigError, from_env
+from config.settings import planning_from_env
 from connector import create_app
 from connector.extensions import redis_from_url
 
@@ -264,3 +265,21 @@ def test_an_account_that_is_not_a_bare_name_is_reported():
 def test_one_tax_name_for_two_rates_is_reported():
     lines = problems(env(INVOICEXPRESS_TAX_NAMES="23=IVA23,13=IVA23"))
     assert len(lines) == 1 and "IVA23 is given for more than one rate" in lines[0]
+
+
+def test_planning_settings_need_nothing_but_themselves():
+    config = planning_from_env({"DOCUMENT_TYPE": "invoice", "INVALID_TAX_ID": "hold"})
+
+    assert config["ISSUING"]["document_type"] == "invoice"
+    assert config["ISSUING"]["invalid_tax_id"] == "hold"
+    assert config["ISSUING"] == {**from_env(COMPLETE)["ISSUING"], "document_type": "invoice",
+                                 "invalid_tax_id": "hold"}
+
+
+def test_planning_settings_report_their_own_problems_only():
+    with pytest.raises(ConfigError) as raised:
+        planning_from_env({"DOCUMENT_TYPE": "receipt", "LOG_LEVEL": "loud"})
+
+    message = str(raised.value)
+    assert "DOCUMENT_TYPE" in message and "LOG_LEVEL" in message
+    assert "DATABASE_URL" not in message

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
-from tests.integration import services
+from tests.integration import conftest, services
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "shopify"
 
@@ -65,3 +68,25 @@ def test_a_bad_signature_gets_401_and_no_row(connector):
     assert answer.status_code == 401
     assert connector.rows("SELECT count(*) FROM webhook_events") == [(0,)]
     assert connector.ix_documents() == []
+
+
+def test_first_webhooks_of_a_new_store_arriving_at_once_are_all_stored_under_one_store(connector):
+    body = (FIXTURES / "paid_b2c_tax_included.json").read_bytes()
+    secret = conftest.SECRET.encode()
+    digest = base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
+
+    def post(domain: str, event: int):
+        headers = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/paid",
+                   "X-Shopify-Hmac-Sha256": digest, "X-Shopify-Shop-Domain": domain,
+                   "X-Shopify-Event-Id": f"{domain}-{event}"}
+        return requests.post(f"{connector.url}/webhooks/shopify", data=body, headers=headers, timeout=20)
+
+    domains = [f"new-{n}.myshopify.com" for n in range(6)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for domain in domains:  # each store's first webhooks, six at once
+            answers = list(pool.map(lambda event, domain=domain: post(domain, event), range(6)))
+            assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+
+    assert connector.rows("SELECT domain, count(*) FROM stores GROUP BY domain ORDER BY domain") == [
+        (domain, 1) for domain in domains]
+    assert connector.rows("SELECT count(*) FROM webhook_events") == [(36,)]

@@ -10,7 +10,7 @@ import click
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from config.settings import parse_store_settings
+from config.settings import ISSUING, parse_store_settings
 from connector import invoicing, jobs
 from connector.extensions import db, get_queue
 from connector.invoicexpress.client import encode_json
@@ -169,7 +169,13 @@ def stores_set(domain: str, pairs: tuple[str, ...], platform: str) -> None:
 @click.option("--platform", default="shopify", show_default=True)
 def stores_unset(domain: str, keys: tuple[str, ...], platform: str) -> None:
     """Go back to the environment's value for these settings."""
-    store = find_or_create_store(platform, domain.lower())
+    unknown = [key for key in keys if key not in ISSUING]
+    if unknown:
+        raise click.ClickException(f"{', '.join(unknown)} is not a store setting (one of: {', '.join(ISSUING)})")
+    # Never created here: a mistyped name would otherwise become a store of its own.
+    store = db.session.scalar(sa.select(Store).where(Store.platform == platform, Store.domain == domain.lower()))
+    if store is None:
+        raise click.ClickException(f"no {platform} store {domain.lower()} (`stores list` shows them)")
     store.settings = {k: v for k, v in store.settings.items() if k not in keys}
     db.session.commit()
     click.echo(json.dumps({"store": store.domain, "settings": store.settings}))

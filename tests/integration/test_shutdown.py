@@ -104,3 +104,17 @@ def test_a_burst_worker_works_what_is_queued_then_exits(connector):
     [document] = connector.settled_and_emailed() or [None]
     assert document is not None, connector.ix_documents()
     assert connector.rows("SELECT state FROM documents") == [("done",)]
+
+
+def test_sigterm_while_redis_is_away_still_ends_the_worker(connector, redis_server):
+    worker = connector.worker
+    worker.wait_for_log(r"Job OK \(sweep\)", timeout=30)
+    mark = worker.mark()
+    redis_server.stop()
+    try:
+        worker.wait_for_log(r"could not connect to Redis|lost its connection to Redis", timeout=60, since=mark)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        redis_server.start()
+    worker.wait_group_gone(timeout=10)

@@ -74,6 +74,11 @@ def create_planning_app(error: ConfigError, environ: Mapping[str, str]) -> Flask
     app.config.from_mapping(planning_from_env(environ))
     configure_logging(app)
     app.cli = PlanningCommands(error, {"preview": cli.preview_command})
+
+    @app.before_request
+    def refuse():  # `flask run` loads this app too; it must not serve without its settings
+        raise error
+
     return app
 
 

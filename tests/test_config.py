@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from decimal import Decimal
 
+import click
 import pytest
 from redis.connection import SSLConnection
 
@@ -283,3 +284,12 @@ def test_planning_settings_report_their_own_problems_only():
     message = str(raised.value)
     assert "DOCUMENT_TYPE" in message and "LOG_LEVEL" in message
     assert "DATABASE_URL" not in message
+
+
+def test_a_command_line_app_without_its_settings_previews_but_serves_nothing():
+    with click.Context(click.Command("flask")):  # as the flask command line loads it
+        app = create_app(environ={"DOCUMENT_TYPE": "invoice"})
+
+    assert app.config["ISSUING"]["document_type"] == "invoice"
+    app.testing = False  # answer as a deployed app would, rather than raising into the test
+    assert app.test_client().get("/healthz").status_code == 500

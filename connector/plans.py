@@ -138,17 +138,29 @@ def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Pl
     return _finish(plan, document, order, order.total, settings, exact_total)
 
 
+# The shape of address IX accepts for a client or an e-mail; it refuses anything else with a 422, which
+# would leave the order with no document at all.
+EMAIL_ADDRESS = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+")
+
+
+def customer_email(order: Order) -> str | None:
+    """The customer's e-mail address, or None when there is none IX would accept."""
+    email = (order.customer.email or "").strip()
+    return email if EMAIL_ADDRESS.fullmatch(email) else None
+
+
 def email_body(order: Order, doc_type: str = schemas.INVOICE_RECEIPT) -> dict | None:
     """The e-mail IX sends the order's customer with a document of `doc_type`, or None without an address."""
-    if not order.customer.email:
+    email = customer_email(order)
+    if not email:
         return None
     if doc_type == schemas.CREDIT_NOTE:
         return schemas.email_request(
-            order.customer.email, subject=f"Nota de crédito da encomenda {order.name}",
+            email, subject=f"Nota de crédito da encomenda {order.name}",
             body=f"Segue em anexo a nota de crédito do reembolso da encomenda {order.name}.")
     kind = "fatura-recibo" if doc_type == schemas.INVOICE_RECEIPT else "fatura"
     return schemas.email_request(
-        order.customer.email,
+        email,
         subject=f"{kind.capitalize()} da encomenda {order.name}",
         body=f"Obrigado pela sua compra. Segue em anexo a {kind} da encomenda {order.name}.",
     )
@@ -227,6 +239,9 @@ def _finish(plan: Plan, document: schemas.Document, order: Order, paid: Decimal,
     if plan.reasons:
         plan.verdict = "hold"
     plan.email_body = email_body(order, plan.doc_type)
+    if order.customer.email and plan.email_body is None:
+        plan.notes.append("The customer's e-mail is not a valid address; the document is issued without it "
+                          "and not e-mailed.")
     return plan
 
 
@@ -276,7 +291,7 @@ def _client(order: Order, tax_id: fiscal.TaxId | None) -> schemas.Client:
     return schemas.Client(
         name=name[:150],
         code=code[:50],
-        email=customer.email,
+        email=customer_email(order),
         address=" ".join(part for part in (address.line1, address.line2) if part) or None,
         city=address.city or None,
         postal_code=postal_code or None,

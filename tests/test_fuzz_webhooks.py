@@ -13,6 +13,7 @@ The bugs this fuzzing found are kept at the end as tests with their minimal exam
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import io
@@ -39,7 +40,7 @@ from connector import create_app, jobs
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent
 from connector.webhooks import MAX_JSON_DEPTH
-from tests.conftest import FIXTURES, SHOPIFY_SECRET, STORE, fixture_body, settings, shopify_headers
+from tests.conftest import FIXTURES, SHOPIFY_SECRET, STORE, drain, fixture_body, settings, shopify_headers
 from tests.shopify_strategies import ORDER_FIXTURES, ORDERS, json_objects, json_values, mutated_orders
 
 URL = "/webhooks/shopify"
@@ -699,6 +700,28 @@ def test_notes_stay_one_readable_line_whatever_the_payload_says(fuzz_app, order)
     notes += [document.last_error for document in db.session.scalars(sa.select(Document))]
     notes = [note for note in notes if note is not None]
     assert notes and all(readable(note) for note in notes), notes
+
+
+# Found by the worker's fuzzing (tests/integration/test_fuzz_worker.py): an order whose e-mail was no
+# address went to IX as the client's e-mail, IX refused the document (422) and the order got none.
+@pytest.mark.parametrize("email", ["abc", "maria@", "a@b", "two@one.pt, three@two.pt", " "])
+def test_an_order_whose_email_is_no_address_is_issued_without_it_and_not_emailed(sandbox, post_order, queue,
+                                                                                email):
+    order = copy.deepcopy(ORDERS["paid_b2c_tax_included.json"])
+    order["email"] = order["contact_email"] = order["customer"]["email"] = email
+
+    post_order(order)
+    drain(queue)
+
+    [document] = db.session.scalars(sa.select(Document)).all()
+    assert document.state == DocumentState.DONE, document.last_error
+    [issued] = sandbox.documents()
+    assert issued["status"] == "settled" and issued["emails"] == []
+    assert issued["document"]["client"].get("email") in (None, "")
+    timeline = " ".join(db.session.scalars(sa.select(DocumentEvent.message).where(
+        DocumentEvent.document_id == document.id)))
+    assert "not e-mailed" in timeline.lower()
+    assert email.strip() == "" or "e-mail is not a valid address" in timeline
 
 
 # --- how hypothesis runs ------------------------------------------------------------------------------

@@ -119,9 +119,17 @@ def test_an_order_cancelled_before_payment_is_never_invoiced(sandbox, post_order
     drain(queue)
     [sale] = documents().values()
     assert sale.state == DocumentState.CANCELED
-    # The payment webhook of the same order, late or replayed, issues nothing.
-    issue(post_order, queue, "authorized_not_paid.json")
+    # The same order's payment arriving late (or replayed): paid, so on its own it would be invoiced.
+    paid = fixture_body("authorized_not_paid.json").replace(b'"financial_status": "authorized"',
+                                                            b'"financial_status": "paid"')
+    assert paid != fixture_body("authorized_not_paid.json")
+    post_order(paid)
+    drain(queue)
     assert sandbox.documents() == []
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CANCELED
+    [_, payment] = db.session.scalars(sa.select(WebhookEvent).order_by(WebhookEvent.id)).all()
+    assert payment.note == f"Document {sale.id} already covers this order."
 
 
 def test_a_cancellation_deletes_a_draft_instead_of_finalizing_it(sandbox, post_order, queue):

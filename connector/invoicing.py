@@ -270,16 +270,39 @@ def _process_cancellation(event: WebhookEvent, order: Order, client_factory) -> 
         if claimed is None:
             raise RuntimeError(f"document {document.id} is being issued; the cancellation is tried again")
         document = claimed
-        if document.ix_id and document.state == DocumentState.CREATED:
-            # A draft has no fiscal value: delete it rather than finalize it.
-            client_factory().change_state(document.doc_type, document.ix_id, "deleted")
-        document.state, document.locked_until = DocumentState.CANCELED, None
-        record(document, "canceled", "The order was cancelled before its document was final"
-                                     + (": the draft was deleted." if document.ix_id else "."))
-        note = f"Document {document.id} cancelled."
+        # A draft has no fiscal value: delete it rather than finalize it (a failed or held document
+        # may have one at IX too).
+        status = _delete_draft(document, client_factory()) if document.ix_id else None
+        if status in (None, "deleted"):
+            document.state, document.locked_until = DocumentState.CANCELED, None
+            record(document, "canceled", "The order was cancelled before its document was final"
+                                         + (": the draft was deleted." if status else "."))
+            note = f"Document {document.id} cancelled."
+        else:
+            # IX made it final after all (a finalize whose answer was lost): it stands, and the worker
+            # resumes it from what IX has; a refund becomes a credit note.
+            document.locked_until, document.next_attempt_at = None, utcnow()
+            record(document, "warning", f"The order was cancelled, but its document is {status} at "
+                                        "InvoiceXpress: it stands; a refund becomes a credit note.")
+            note = f"Document {document.id} is {status} at InvoiceXpress: a cancellation changes nothing."
     event.status, event.processed_at, event.note = EventStatus.PROCESSED, utcnow(), note
     db.session.commit()
     return None
+
+
+def _delete_draft(document: Document, client: Client) -> str:
+    """Delete the document's draft at IX; returns its status there afterwards ("deleted", or "final",
+    "settled" or "canceled" when it was no draft)."""
+    try:
+        client.change_state(document.doc_type, document.ix_id, "deleted")
+        return "deleted"
+    except PermanentError:
+        # IX refuses to delete what is no draft: one deleted by an attempt whose answer was lost, or
+        # finalized meanwhile. What IX has now decides; anything else is a real refusal.
+        status = client.get_document(document.doc_type, document.ix_id).get("status")
+        if status not in ("deleted", "final", "settled", "canceled"):
+            raise
+        return status
 
 
 def _hold(document: Document, reasons: list[str]) -> None:

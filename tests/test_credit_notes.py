@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from rq.registry import FailedJobRegistry
 
 from connector.extensions import db
-from connector.models import Document, DocumentState, WebhookEvent
+from connector.models import Document, DocumentEvent, DocumentState, WebhookEvent
 from tests.conftest import drain, fixture_body, run_scheduled_now
 
 
@@ -171,3 +172,61 @@ def test_a_cancellation_after_the_invoice_credits_its_refund_once_however_often_
     assert credit["status"] == "final"
     [event, *_] = db.session.scalars(sa.select(WebhookEvent).where(WebhookEvent.topic == "orders/cancelled")).all()
     assert "refund becomes a credit note" in event.note
+
+
+def cancelled_refunded(name: str = "paid_b2c_tax_included.json") -> bytes:
+    """The orders/cancelled delivery of a paid order whose money was given back."""
+    return fixture_body(name).replace(b'"financial_status": "paid"', b'"financial_status": "refunded"')
+
+
+def timeline(document: Document) -> list[tuple[str, str]]:
+    return [(e.kind, e.message) for e in db.session.scalars(
+        sa.select(DocumentEvent).where(DocumentEvent.document_id == document.id).order_by(DocumentEvent.id))]
+
+
+@pytest.mark.parametrize("state", [DocumentState.FAILED, DocumentState.HELD])
+def test_cancelling_a_failed_or_held_sale_deletes_its_draft_at_ix(sandbox, post_order, queue, state):
+    # IX refuses the finalize for good: the document fails, its draft stays at IX.
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="status",
+                  status=422, times=1)
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    [sale] = documents().values()
+    assert sale.state == DocumentState.FAILED
+    sale.state = state  # a held one (put aside by a person) is cancelled the same way
+    db.session.commit()
+    [draft] = sandbox.documents()
+    assert draft["status"] == "draft"
+
+    post_order(cancelled_refunded(), topic="orders/cancelled")
+    drain(queue)
+
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CANCELED
+    [draft] = sandbox.documents()
+    assert draft["status"] == "deleted"
+    assert timeline(sale)[-1] == ("canceled", "The order was cancelled before its document was final: "
+                                              "the draft was deleted.")
+
+
+def test_a_cancellation_of_a_draft_ix_finalized_unseen_leaves_the_invoice_standing(sandbox, post_order, queue):
+    # The finalize reached IX but its answer was lost: our row says draft, IX has it settled.
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="after",
+                  status=500, times=1)
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CREATED
+
+    post_order(cancelled_refunded(), topic="orders/cancelled")
+    drain(queue)
+    assert FailedJobRegistry(queue=queue).get_job_ids() == []  # IX's refusal to delete is understood
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CREATED
+    assert "settled at InvoiceXpress: it stands" in timeline(sale)[-1][1]
+
+    run_scheduled_now(queue)  # the finalize retry that was waiting resumes from what IX has
+    drain(queue)
+    [sale] = documents().values()
+    assert sale.state == DocumentState.DONE
+    [invoice] = sandbox.documents()
+    assert invoice["status"] == "settled"
+    assert len(invoice["emails"]) == 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
+from connector import jobs
 from connector.extensions import db
-from connector.models import Document, DocumentEvent, DocumentState, WebhookEvent
+from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
 from tests.conftest import drain, fixture_body, run_scheduled_now
 
 
@@ -230,3 +233,90 @@ def test_a_cancellation_of_a_draft_ix_finalized_unseen_leaves_the_invoice_standi
     [invoice] = sandbox.documents()
     assert invoice["status"] == "settled"
     assert len(invoice["emails"]) == 1
+
+
+def cancel_while_finalizing(app, post_order, queue, body: bytes) -> list[int]:
+    """Have the order's cancellation delivered, and its job run by another worker, while this worker
+    holds the document and is about to finalize it."""
+    real_factory = app.extensions["invoicexpress"]
+    arrived = []
+
+    def factory():
+        client = real_factory()
+        change_state = client.change_state
+
+        def change_state_with_cancellation(doc_type, document_id, state, message=None):
+            if state == "finalized" and not arrived:
+                arrived.append(post_order(body, topic="orders/cancelled").status_code)
+                with app.app_context():  # another worker: its own session
+                    SimpleWorker([queue], connection=queue.connection).work(burst=True, max_jobs=1)
+            return change_state(doc_type, document_id, state, message)
+
+        client.change_state = change_state_with_cancellation
+        return client
+
+    app.extensions["invoicexpress"] = factory
+    return arrived
+
+
+def cancellation() -> WebhookEvent:
+    return db.session.scalar(sa.select(WebhookEvent).where(WebhookEvent.topic == "orders/cancelled"))
+
+
+def sweep_the_cancellation_again(queue) -> None:
+    """The sweeper's next round, one interval after the cancellation arrived."""
+    event = cancellation()
+    event.received_at = utcnow() - timedelta(minutes=5)
+    db.session.commit()
+    assert jobs.sweep()["events"] == 1
+    drain(queue)
+
+
+def test_a_cancellation_while_a_worker_finalizes_waits_and_then_credits_the_invoice_once(
+        app, sandbox, post_order, queue):
+    arrived = cancel_while_finalizing(app, post_order, queue, fixture_body("cancelled_after_payment.json"))
+    issue(post_order, queue, "paid_foreign_customer.json")
+    assert arrived == [200]
+
+    # The worker finished the invoice; the cancellation, refused the document meanwhile, is kept.
+    [sale] = documents().values()
+    assert sale.state == DocumentState.DONE
+    assert cancellation().status == EventStatus.RECEIVED
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [f"event-{cancellation().id}"]
+    assert [d["type"] for d in sandbox.documents()] == ["InvoiceReceipt"]
+
+    sweep_the_cancellation_again(queue)
+    sale = documents()["order:5801234567005:receipt"]
+    assert sale.state == DocumentState.DONE
+    [invoice] = ix(sandbox, "InvoiceReceipt")
+    assert invoice["status"] == "settled"  # the invoice stands; its refund is credited once
+    [credit] = ix(sandbox, "CreditNote")
+    assert credit["status"] == "final"
+    assert Decimal(str(credit["totals"]["total"])) == Decimal("64.30")
+    assert cancellation().status == EventStatus.PROCESSED
+    jobs.sweep()
+    assert FailedJobRegistry(queue=queue).get_job_ids() == []  # the refused try no longer needs a look
+
+
+def test_a_cancellation_while_a_worker_finalizes_a_draft_that_then_fails_deletes_the_draft(
+        app, sandbox, post_order, queue):
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="status",
+                  status=503, times=1)
+    arrived = cancel_while_finalizing(app, post_order, queue, cancelled_refunded())
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    assert arrived == [200]
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CREATED
+    assert cancellation().status == EventStatus.RECEIVED
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [f"event-{cancellation().id}"]
+
+    sweep_the_cancellation_again(queue)
+    run_scheduled_now(queue)  # the finalize retry comes after the cancellation
+    drain(queue)
+
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CANCELED
+    [draft] = sandbox.documents()
+    assert draft["status"] == "deleted"
+    assert draft["sequence_number"] == "rascunho"  # never numbered
+    assert cancellation().status == EventStatus.PROCESSED

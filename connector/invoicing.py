@@ -275,8 +275,10 @@ def _process_cancellation(event: WebhookEvent, order: Order, client_factory) -> 
         status = _delete_draft(document, client_factory()) if document.ix_id else None
         if status in (None, "deleted"):
             document.state, document.locked_until = DocumentState.CANCELED, None
-            record(document, "canceled", "The order was cancelled before its document was final"
-                                         + (": the draft was deleted." if status else "."))
+            # Its reason replaces the failure or hold it had, so that the lists say why it is cancelled.
+            document.last_error = ("The order was cancelled before its document was final"
+                                   + (": the draft was deleted." if status else "."))
+            record(document, "canceled", document.last_error)
             note = f"Document {document.id} cancelled."
         else:
             # IX made it final after all (a finalize whose answer was lost): it stands, and the worker
@@ -457,8 +459,9 @@ def _walk(document: Document, client: Client) -> None:
         if plan.verdict == "issue":
             plan.reasons.extend(unknown_taxes(client, plan))
         if plan.verdict == "none" and document.doc_type == CREDIT_NOTE:
-            document.state = DocumentState.CANCELED
-            record(document, "canceled", " ".join(plan.reasons))
+            # Its reason replaces the one it waited with, so that the lists say why it is cancelled.
+            document.state, document.last_error = DocumentState.CANCELED, " ".join(plan.reasons)
+            record(document, "canceled", document.last_error)
             return
         if plan.verdict != "issue" or plan.reasons:
             _hold(document, plan.reasons or ["The order no longer owes a document."])

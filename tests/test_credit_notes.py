@@ -209,6 +209,7 @@ def test_cancelling_a_failed_or_held_sale_deletes_its_draft_at_ix(sandbox, post_
     assert draft["status"] == "deleted"
     assert timeline(sale)[-1] == ("canceled", "The order was cancelled before its document was final: "
                                               "the draft was deleted.")
+    assert sale.last_error == timeline(sale)[-1][1]  # not the refusal it failed with
 
 
 def test_a_cancellation_of_a_draft_ix_finalized_unseen_leaves_the_invoice_standing(sandbox, post_order, queue):
@@ -320,3 +321,37 @@ def test_a_cancellation_while_a_worker_finalizes_a_draft_that_then_fails_deletes
     assert draft["status"] == "deleted"
     assert draft["sequence_number"] == "rascunho"  # never numbered
     assert cancellation().status == EventStatus.PROCESSED
+
+
+def test_the_refund_of_an_order_cancelled_while_its_invoice_was_a_draft_credits_nothing(
+        sandbox, post_order, queue):
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="status",
+                  status=503, times=1)
+    issue(post_order, queue, "paid_foreign_customer.json")
+    post_order(fixture_body("cancelled_after_payment.json"), topic="orders/cancelled")  # carries its refund
+    drain(queue)
+    run_scheduled_now(queue)
+    drain(queue)
+
+    sale, note = documents().values()
+    assert (sale.state, note.state) == (DocumentState.CANCELED, DocumentState.CANCELED)
+    assert timeline(note)[-1] == ("canceled", "The order's invoice was cancelled before it was issued: "
+                                              "there is nothing to credit.")
+    assert [(d["type"], d["status"]) for d in sandbox.documents()] == [("InvoiceReceipt", "deleted")]
+
+
+def test_a_refund_waiting_for_an_invoice_the_cancellation_ruled_out_is_cancelled(sandbox, post_order, queue,
+                                                                                  refund):
+    refund("refund_partial_one_line.json")  # ahead of everything: it waits for the invoice
+    drain(queue)
+    post_order(cancelled_refunded(), topic="orders/cancelled")  # the order never invoiced
+    drain(queue)
+    run_scheduled_now(queue)  # the credit note looks again
+    drain(queue)
+
+    note = documents()["refund:1012345678003:credit_note"]
+    assert note.state == DocumentState.CANCELED
+    # What the documents list shows as its reason is why it is cancelled, not the wait it ended.
+    assert note.last_error == "The order's invoice was cancelled before it was issued: there is nothing to credit."
+    assert timeline(note)[-1] == ("canceled", note.last_error)
+    assert sandbox.documents() == []

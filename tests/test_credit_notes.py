@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 from rq import SimpleWorker
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from connector import jobs
+from connector import invoicing, jobs
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
 from tests.conftest import drain, fixture_body, run_scheduled_now
@@ -355,3 +355,45 @@ def test_a_refund_waiting_for_an_invoice_the_cancellation_ruled_out_is_cancelled
     assert note.last_error == "The order's invoice was cancelled before it was issued: there is nothing to credit."
     assert timeline(note)[-1] == ("canceled", note.last_error)
     assert sandbox.documents() == []
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The connector's clock, moved forward by the test instead of by sleeping."""
+
+    class Clock:
+        ahead = timedelta(0)
+
+        def now(self):
+            return real_now() + self.ahead
+
+    real_now = invoicing.utcnow
+    controlled = Clock()
+    monkeypatch.setattr(invoicing, "utcnow", controlled.now)
+    return controlled
+
+
+def test_a_credit_note_whose_invoice_never_comes_asks_a_person_after_a_week(sandbox, post_order, queue,
+                                                                            refund, clock):
+    refund("refund_partial_one_line.json")
+    drain(queue)
+    clock.ahead = timedelta(days=6, hours=23)
+    run_scheduled_now(queue)
+    drain(queue)
+    [note] = documents().values()
+    assert note.state == DocumentState.PENDING  # still waiting, and said once
+    assert [kind for kind, _ in timeline(note)].count("waiting") == 1
+
+    clock.ahead = timedelta(days=7, minutes=1)
+    run_scheduled_now(queue)
+    drain(queue)
+    [note] = documents().values()
+    assert note.state == DocumentState.HELD
+    assert note.last_error == ("The order's invoice has not been issued by the connector in a week; issue or "
+                               "credit it by hand.")
+    assert note.attempts == 0  # waiting was never a failed attempt
+    assert sandbox.documents() == []
+    # Held: neither its own schedule nor the sweeper tries it again.
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == []
+    assert jobs.sweep()["documents"] == 0
+    assert queue.count == 0

@@ -393,3 +393,44 @@ def test_failed_jobs_of_recovered_work_leave_the_failed_registry(app, sandbox, p
     assert the_document().state == DocumentState.DONE
     jobs.sweep()
     assert failed.get_job_ids() == []
+
+
+def without_email(name: str) -> bytes:
+    """The order as a shop sends it when the customer left no e-mail (a counter sale, a phone order)."""
+    order = json.loads(fixture_body(name))
+    order["email"] = order["contact_email"] = None
+    order["customer"]["email"] = None
+    return json.dumps(order).encode()
+
+
+def test_an_order_without_an_email_is_issued_and_final_and_says_it_was_not_emailed(sandbox, post_order, queue):
+    post_order(without_email("paid_b2c_tax_included.json"))
+    drain(queue)
+
+    document = the_document()
+    assert document.state == DocumentState.DONE
+    assert document.last_error is None
+    assert document.attempts == 1  # no retry loop over the missing address
+    [ix] = sandbox.documents()
+    assert ix["status"] == "settled"
+    assert ix["emails"] == []
+    assert not ix["document"]["client"].get("email")
+    messages = [e.message for e in db.session.scalars(
+        sa.select(DocumentEvent).where(DocumentEvent.document_id == document.id).order_by(DocumentEvent.id))]
+    assert "emailed: Not e-mailed: the order has no e-mail address." in messages
+    calls = sandbox.calls()
+    assert not any("email-document" in call for call in calls)
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == []
+
+
+def test_the_credit_note_of_an_order_without_an_email_is_final_and_not_emailed(sandbox, post_order, queue):
+    post_order(without_email("paid_b2c_tax_included.json"))
+    post_order(fixture_body("refund_partial_one_line.json"), topic="refunds/create")
+    drain(queue)
+
+    states = {d.doc_type: d.state for d in db.session.scalars(sa.select(Document))}
+    assert states == {"invoice_receipts": DocumentState.DONE, "credit_notes": DocumentState.DONE}
+    [credit] = [d for d in sandbox.documents() if d["type"] == "CreditNote"]
+    assert credit["status"] == "final"
+    assert credit["emails"] == []
+    assert not any("email-document" in call for call in sandbox.calls())

@@ -434,3 +434,42 @@ def test_the_credit_note_of_an_order_without_an_email_is_final_and_not_emailed(s
     assert credit["status"] == "final"
     assert credit["emails"] == []
     assert not any("email-document" in call for call in sandbox.calls())
+
+
+def test_the_sweeper_leaves_a_job_waiting_in_redis_alone_and_queues_a_lost_one_again(sandbox, post_order, queue):
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    [event] = db.session.scalars(sa.select(WebhookEvent)).all()
+    event.received_at = utcnow() - timedelta(hours=1)  # long enough ago that its job looks late
+    db.session.commit()
+    assert jobs.sweep() == {"events": 0, "documents": 0}  # its job is still queued
+    assert queue.count == 1
+
+    SimpleWorker([queue], connection=queue.connection).work(burst=True, max_jobs=1)  # the event only
+    document = the_document()
+    assert document.state == DocumentState.PENDING and document.next_attempt_at is None  # due now
+    assert jobs.sweep() == {"events": 0, "documents": 0}  # but its job is queued
+    assert queue.job_ids == [document.job_id]
+
+    queue.fetch_job(document.job_id).delete()  # the job is lost (evicted, or Redis restored from a backup)
+    assert jobs.sweep() == {"events": 0, "documents": 1}
+    assert len(queue.job_ids) == 1
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    assert sandbox.calls()["POST /invoice_receipts.json"] == 1
+
+
+def test_the_sweeper_leaves_a_scheduled_retry_alone_even_when_it_is_late(sandbox, post_order, queue):
+    sandbox.fault(method="POST", path="/invoice_receipts.json", kind="status", status=503, times=1)
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    document = the_document()
+    document.next_attempt_at = utcnow() - timedelta(minutes=1)  # the scheduler has not moved it yet
+    db.session.commit()
+
+    assert jobs.sweep()["documents"] == 0
+    assert queue.count == 0
+    assert ScheduledJobRegistry(queue=queue).get_job_ids() == [the_document().job_id]
+    run_scheduled_now(queue)
+    drain(queue)
+    assert the_document().state == DocumentState.DONE
+    assert sandbox.calls()["POST /invoice_receipts.json"] == 2  # the refused one and the retry, no more

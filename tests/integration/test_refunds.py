@@ -69,3 +69,21 @@ def test_a_cancelled_order_whose_document_is_a_draft_has_the_draft_deleted(conne
     [draft] = connector.wait_until(
         lambda: [d for d in connector.ix_documents() if d["status"] == "deleted"], what="the draft deleted")
     assert draft["emails"] == []
+
+
+def test_a_cancelled_order_whose_document_failed_has_its_draft_deleted(connector):
+    # IX refuses the finalize for good: the document fails and its draft stays at IX.
+    connector.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state\.json", regex=True, kind="status",
+                    status=422, times=1)
+    connector.post(body("paid_b2c_tax_included.json"))
+    connector.wait_until(lambda: connector.rows("SELECT state FROM documents") == [("failed",)],
+                         what="the document failed")
+    assert [d["status"] for d in connector.ix_documents()] == ["draft"]
+    cancelled = body("paid_b2c_tax_included.json").replace(b'"financial_status": "paid"',
+                                                          b'"financial_status": "refunded"')
+    assert connector.post(cancelled, topic="orders/cancelled").status_code == 200
+
+    connector.wait_until(lambda: connector.rows("SELECT state, last_error FROM documents") == [
+        ("canceled", "The order was cancelled before its document was final: the draft was deleted.")],
+        what="the document cancelled")
+    assert [d["status"] for d in connector.ix_documents()] == ["deleted"]

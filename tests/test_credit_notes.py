@@ -397,3 +397,30 @@ def test_a_credit_note_whose_invoice_never_comes_asks_a_person_after_a_week(sand
     assert ScheduledJobRegistry(queue=queue).get_job_ids() == []
     assert jobs.sweep()["documents"] == 0
     assert queue.count == 0
+
+
+def test_a_draft_deletion_ix_did_but_answered_500_is_settled_on_the_next_try(sandbox, post_order, queue):
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="status",
+                  status=503, times=1)
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    sandbox.fault(method="PUT", path=r"/invoice_receipts/\d+/change-state.json", regex=True, kind="after",
+                  status=500, times=1)
+    post_order(cancelled_refunded(), topic="orders/cancelled")
+    drain(queue)
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CREATED  # we did not hear of the deletion
+    assert [d["status"] for d in sandbox.documents()] == ["deleted"]
+    sale.locked_until = utcnow() - timedelta(seconds=1)  # the failed try's lease runs out
+    db.session.commit()
+
+    sweep_the_cancellation_again(queue)  # IX now refuses to delete it again: it is deleted already
+    run_scheduled_now(queue)
+    drain(queue)
+
+    [sale] = documents().values()
+    assert sale.state == DocumentState.CANCELED
+    assert timeline(sale)[-1] == ("canceled", "The order was cancelled before its document was final: "
+                                              "the draft was deleted.")
+    assert cancellation().status == EventStatus.PROCESSED
+    jobs.sweep()
+    assert FailedJobRegistry(queue=queue).get_job_ids() == []

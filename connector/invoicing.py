@@ -281,11 +281,13 @@ def _process_cancellation(event: WebhookEvent, order: Order, client_factory) -> 
             record(document, "canceled", document.last_error)
             note = f"Document {document.id} cancelled."
         else:
-            # IX made it final after all (a finalize whose answer was lost): it stands, and the worker
-            # resumes it from what IX has; a refund becomes a credit note.
+            # IX has it final after all (a finalize whose answer was lost): it is left as it is. An open
+            # one is handed back to the worker, which resumes from what IX has; a refund becomes a
+            # credit note.
             document.locked_until, document.next_attempt_at = None, utcnow()
             record(document, "warning", f"The order was cancelled, but its document is {status} at "
-                                        "InvoiceXpress: it stands; a refund becomes a credit note.")
+                                        "InvoiceXpress, no draft: it is left as it is; a refund becomes a "
+                                        "credit note.")
             note = f"Document {document.id} is {status} at InvoiceXpress: a cancellation changes nothing."
     event.status, event.processed_at, event.note = EventStatus.PROCESSED, utcnow(), note
     db.session.commit()

@@ -225,7 +225,7 @@ def test_a_cancellation_of_a_draft_ix_finalized_unseen_leaves_the_invoice_standi
     assert FailedJobRegistry(queue=queue).get_job_ids() == []  # IX's refusal to delete is understood
     [sale] = documents().values()
     assert sale.state == DocumentState.CREATED
-    assert "settled at InvoiceXpress: it stands" in timeline(sale)[-1][1]
+    assert "settled at InvoiceXpress, no draft: it is left as it is" in timeline(sale)[-1][1]
 
     run_scheduled_now(queue)  # the finalize retry that was waiting resumes from what IX has
     drain(queue)

@@ -681,20 +681,34 @@ def start_redis(tmpdir: str | os.PathLike, port: int | None = None) -> Redis:
 # --------------------------------------------------------------------------------------------
 
 
-def reset_schema(url: str, lock_timeout: str = "10s") -> None:
-    """Drop and recreate the ``public`` schema (tables, types, sequences, alembic_version...)."""
+def reset_schema(url: str, lock_timeout: str = "10s", attempts: int = 3) -> None:
+    """Drop and recreate the ``public`` schema (tables, types, sequences, alembic_version...).
+
+    Connections an earlier test left behind are ended first: a process it SIGKILLed may still have a
+    backend finishing its query, and a DROP SCHEMA racing that backend's locks is a deadlock.
+    """
     from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
 
     engine = create_engine(url, poolclass=_null_pool())
     try:
-        with engine.begin() as conn:
-            # A connection left idle in a transaction (e.g. a stuck worker) would block DROP SCHEMA
-            # forever; fail loudly instead.
-            conn.execute(text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-            # Same privileges as a fresh PostgreSQL 15 database.
-            conn.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
+        for attempt in range(1, attempts + 1):
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                  " WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            try:
+                with engine.begin() as conn:
+                    # A connection left idle in a transaction (e.g. a stuck worker) would block DROP SCHEMA
+                    # forever; fail loudly instead.
+                    conn.execute(text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
+                    conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+                    conn.execute(text("CREATE SCHEMA public"))
+                    # Same privileges as a fresh PostgreSQL 15 database.
+                    conn.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
+                return
+            except OperationalError as error:
+                if attempt == attempts or "deadlock detected" not in str(error):
+                    raise
     finally:
         engine.dispose()
 

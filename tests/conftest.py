@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import fakeredis
@@ -90,17 +91,29 @@ def redis():
     return fakeredis.FakeStrictRedis()
 
 
+@contextmanager
+def tables_of(app, drop: bool = True):
+    """Inside `app`'s context with its tables made; afterwards the session closed, the tables dropped
+    (unless the test's database is reset by other means) and the connection pool let go."""
+    with app.app_context():
+        db.create_all()
+        try:
+            yield app
+        finally:
+            db.session.remove()
+            if drop:
+                db.drop_all()
+            db.engine.dispose()
+
+
 @pytest.fixture
 def app(redis, tmp_path):
     app = create_app(
         overrides={"REDIS_CONNECTION": redis},
         environ=settings(DATABASE_URL=f"sqlite:///{tmp_path / 'connector.db'}"),
     )
-    with app.app_context():
-        db.create_all()
+    with tables_of(app):
         yield app
-        db.session.remove()
-        db.drop_all()
 
 
 @pytest.fixture

@@ -40,7 +40,16 @@ from connector import create_app, jobs
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent
 from connector.webhooks import MAX_JSON_DEPTH
-from tests.conftest import FIXTURES, SHOPIFY_SECRET, STORE, drain, fixture_body, settings, shopify_headers
+from tests.conftest import (
+    FIXTURES,
+    SHOPIFY_SECRET,
+    STORE,
+    drain,
+    fixture_body,
+    settings,
+    shopify_headers,
+    tables_of,
+)
 from tests.shopify_strategies import ORDER_FIXTURES, ORDERS, json_objects, json_values, mutated_orders
 
 URL = "/webhooks/shopify"
@@ -76,14 +85,8 @@ def fuzz(examples: int) -> hsettings:
 def fresh_app():
     """An app on its own in-memory SQLite and fakeredis, inside its app context."""
     app = create_app(overrides={"REDIS_CONNECTION": fakeredis.FakeStrictRedis()}, environ=settings())
-    with app.app_context():
-        db.create_all()
-        try:
-            yield app
-        finally:
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
+    with tables_of(app):
+        yield app
 
 
 @pytest.fixture

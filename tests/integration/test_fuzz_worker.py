@@ -27,7 +27,7 @@ from connector import create_app
 from connector.extensions import db
 from connector.invoicexpress.sandbox import serve_in_thread
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent
-from tests.conftest import drain, settings, shopify_headers
+from tests.conftest import drain, settings, shopify_headers, tables_of
 from tests.shopify_strategies import ORDER_FIXTURES, ORDERS, mutated_orders
 
 API_KEY = "fuzz-ix-key"
@@ -47,14 +47,11 @@ def worker_app(clean_db, clean_redis):
         INVOICEXPRESS_REQUESTS_PER_MINUTE="600000",
     ))
     app.config["SANDBOX_URL"] = url
-    with app.app_context():
-        db.create_all()
-        try:
+    try:
+        with tables_of(app, drop=False):  # clean_db resets the schema for the next test
             yield app
-        finally:
-            db.session.remove()
-            db.engine.dispose()
-            server.shutdown()
+    finally:
+        server.shutdown()
 
 
 def wipe(app) -> None:

@@ -97,17 +97,13 @@ def _preview_refund(platform: str, payload: dict, order_file, settings) -> Plan:
     return plan_credit_note(refund, order, settings, left_to_credit=order.total)
 
 
-# How each platform's REST API wraps the one object it returns; preview takes what a person pastes, so
-# either a webhook body or that answer (Shopify: `{"order": {…}}`, `{"refund": {…}}`).
-API_ENVELOPES = {"shopify": ("order", "refund")}
-
-
 def _read_object(platform: str, file) -> dict:
-    """The event object in `file`: a webhook body, or the platform's API answer unwrapped."""
+    """The event object in `file`: a webhook body, or the platform's API answer unwrapped (preview takes
+    what a person pastes)."""
     payload = json.load(file)
     if not isinstance(payload, dict):
         raise ValueError("the file does not hold a JSON object")
-    for key in API_ENVELOPES.get(platform, ()):
+    for key in PLATFORMS[platform].API_ENVELOPES:
         if set(payload) == {key} and isinstance(payload[key], dict):
             return payload[key]
     return payload

@@ -30,6 +30,8 @@ from connector.orders import Address, Customer, Line, Order, Refund, RefundLine,
 PAID_TOPIC = "orders/paid"
 REFUND_TOPIC = "refunds/create"
 CANCEL_TOPIC = "orders/cancelled"
+# The keys the REST API wraps the one object it returns in (`{"order": {…}}`), which a person may paste.
+API_ENVELOPES = ("order", "refund")
 
 # Shopify has no standard field for a tax number: Portuguese stores collect it as a cart attribute,
 # which arrives in `note_attributes`. Which names a shop uses is configurable; these are the usual ones.

@@ -215,9 +215,15 @@ class Connector:
                              f"\nworker log:\n{logs}")
 
     def settled_and_emailed(self):
+        """IX's documents once all are settled and e-mailed and our own records say done, else None.
+
+        IX's side alone is not enough: the e-mail lands a moment before the row moves to done.
+        """
         documents = self.ix_documents()
-        return documents if documents and all(
-            d["status"] == "settled" and d["emails"] for d in documents) else None
+        if not documents or not all(d["status"] == "settled" and d["emails"] for d in documents):
+            return None
+        states = {state for (state,) in self.rows("SELECT state FROM documents")}
+        return documents if states == {"done"} else None
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def _log_level(env: Mapping[str, str], problems: list[str]) -> str:
     return level
 
 
-def _tax_id_keys(raw: str, name: str, problems: list[str]) -> tuple[str, ...]:
+def _lower_list(raw: str, name: str, problems: list[str]) -> tuple[str, ...]:
     return tuple(key.lower() for key in _split(raw))
 
 
@@ -204,8 +204,10 @@ ISSUING = {
     "document_type": ("DOCUMENT_TYPE", "invoice_receipt", _choice("invoice_receipt", "invoice")),
     "sequence_id": ("INVOICEXPRESS_SEQUENCE_ID", "", _text),
     "issue_test_orders": ("ISSUE_TEST_ORDERS", "false", _boolean),
-    "tax_id_keys": ("TAX_ID_KEYS", DEFAULT_TAX_ID_KEYS, _tax_id_keys),
+    "tax_id_keys": ("TAX_ID_KEYS", DEFAULT_TAX_ID_KEYS, _lower_list),
     "invoice_currency": ("INVOICE_CURRENCY", "presentment", _choice("presentment", "shop")),
+    # The order statuses that mean "paid" on a WooCommerce store (with `date_paid` set).
+    "paid_statuses": ("WOOCOMMERCE_PAID_STATUSES", "processing,completed", _lower_list),
 }
 
 

@@ -39,6 +39,7 @@ class Settings:
     issue_test_orders: bool = False
     tax_id_keys: tuple[str, ...] = ()
     invoice_currency: str = "presentment"  # presentment | shop
+    paid_statuses: tuple[str, ...] = ("processing", "completed")  # WooCommerce statuses that mean paid
 
     @property
     def tax_rates(self) -> dict[str, Decimal]:

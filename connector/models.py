@@ -83,6 +83,8 @@ class WebhookEvent(db.Model):
     note: so.Mapped[str | None] = so.mapped_column(sa.Text)  # why it owes nothing, or cannot be read
     received_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
     processed_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    # How it reached us: "webhook", or "poll" when reconciliation found what no webhook brought.
+    source: so.Mapped[str] = so.mapped_column(sa.String(10), default="webhook", server_default="webhook")
 
     store: so.Mapped[Store] = so.relationship()
 
@@ -119,6 +121,9 @@ class Document(db.Model):
     locked_until: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     next_attempt_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     job_id: so.Mapped[str | None] = so.mapped_column(sa.String(100))  # the RQ job it waits on
+    # What the platform's API said of the document's source (e.g. a WooCommerce refund's lines), fetched
+    # once and kept, so that every later attempt plans from the same data (JSON text).
+    snapshot: so.Mapped[str | None] = so.mapped_column(sa.Text)
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
     updated_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
 
@@ -144,3 +149,17 @@ class DocumentEvent(db.Model):
     kind: so.Mapped[str] = so.mapped_column(sa.String(40))  # attempt, ix_call, state, held, failed, retry
     message: so.Mapped[str] = so.mapped_column(sa.Text)
     status_code: so.Mapped[int | None] = so.mapped_column()
+
+
+class Watermark(db.Model):
+    """How far reconciliation has read a store's platform: changes up to `reached` are in the inbox."""
+
+    __tablename__ = "watermarks"
+
+    store_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("stores.id"), primary_key=True)
+    reached: so.Mapped[datetime] = so.mapped_column(Timestamp)
+    last_run_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    last_found: so.Mapped[int] = so.mapped_column(default=0)  # events the last pass added to the inbox
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    store: so.Mapped[Store] = so.relationship()

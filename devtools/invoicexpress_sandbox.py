@@ -1,8 +1,8 @@
 """A local, stateful stand-in for the InvoiceXpress endpoints the connector uses, refusals included."""
 
-# This is the only module under connector/invoicexpress that may import Flask: it is a server, not a
-# client. It follows our research notes on the IX API and IX's OpenAPI spec; where IX's behaviour is
-# unknown it takes the stricter reading, so that client bugs surface here rather than in production.
+# A development tool beside the product, never imported by it: a server, not a client. It follows our
+# research notes on the IX API and IX's OpenAPI spec; where IX's behaviour is unknown it takes the
+# stricter reading, so that client bugs surface here rather than in production.
 
 from __future__ import annotations
 
@@ -34,31 +34,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from connector.invoicexpress.client import redact
+from connector.invoicexpress.documents import BY_PATH, DocumentType
 
-
-@dataclass(frozen=True)
-class _DocType:
-    path: str  # URL segment, e.g. "invoice_receipts"
-    key: str  # response root key, e.g. "invoice_receipt"
-    ix_type: str  # the document's `type`, e.g. "InvoiceReceipt"
-    label: str  # how IX names it in the chronology error, e.g. "invoice-receipt"
-
-
-DOC_TYPES: dict[str, _DocType] = {
-    t.path: t
-    for t in (
-        _DocType("invoices", "invoice", "Invoice", "invoice"),
-        _DocType("invoice_receipts", "invoice_receipt", "InvoiceReceipt", "invoice-receipt"),
-        _DocType("simplified_invoices", "simplified_invoice", "SimplifiedInvoice", "simplified-invoice"),
-        _DocType("credit_notes", "credit_note", "CreditNote", "credit-note"),
-        _DocType("debit_notes", "debit_note", "DebitNote", "debit-note"),
-    )
-}
-_BY_IX_TYPE = {t.ix_type: t for t in DOC_TYPES.values()}
-_NOTES = frozenset({"credit_notes", "debit_notes"})
 # What a credit or debit note may correct, and in which states (a draft or canceled document
 # has nothing left to correct).
-_OWNER_TYPES = frozenset({"invoices", "invoice_receipts", "simplified_invoices"})
+_OWNER_TYPES = frozenset(t.path for t in BY_PATH.values() if not t.note)
 _OWNER_STATES = frozenset({"final", "settled"})
 
 # The taxes of a Portuguese account as GET /taxes.json returns them (values as strings, as IX does).
@@ -315,7 +295,7 @@ class _Record:
     """One document: what the API returns (`doc`) plus what only the control endpoints show."""
 
     doc: dict[str, Any]
-    doc_type: _DocType
+    doc_type: DocumentType
     day: date
     proprietary_uid: str | None
     emails: list[dict[str, Any]] = field(default_factory=list)
@@ -458,7 +438,7 @@ class _State:
             records = {
                 r["doc"]["id"]: _Record(
                     doc=r["doc"],
-                    doc_type=DOC_TYPES[r["doc_type"]],
+                    doc_type=BY_PATH[r["doc_type"]],
                     day=date.fromisoformat(r["day"]),
                     proprietary_uid=r["proprietary_uid"],
                     emails=r["emails"],
@@ -505,14 +485,14 @@ def _money(value: Fraction) -> float:
     return float(to_cents(value))
 
 
-def _doc_type(path: str) -> _DocType:
+def _doc_type(path: str) -> DocumentType:
     try:
-        return DOC_TYPES[path]
+        return BY_PATH[path]
     except KeyError:
         raise _error("Not found", 404) from None
 
 
-def _record(state: _State, doc_type: _DocType, doc_id: int) -> _Record:
+def _record(state: _State, doc_type: DocumentType, doc_id: int) -> _Record:
     record = state.records.get(doc_id)
     # Ids are unique across types, but IX still answers 404 when the type in the path is wrong.
     if record is None or record.doc_type is not doc_type:
@@ -646,7 +626,7 @@ def _parse_owner(state: _State, value: Any, problems: list[str]) -> int | None:
     return owner_id
 
 
-def _parse_body(state: _State, doc_type: _DocType, body: Any) -> tuple[dict[str, Any], list[str]]:
+def _parse_body(state: _State, doc_type: DocumentType, body: Any) -> tuple[dict[str, Any], list[str]]:
     """Check a CreateBody as IX does; return its parsed fields and notes, or raise a 422 listing
     every problem found."""
     if not isinstance(body, dict):
@@ -673,7 +653,7 @@ def _parse_body(state: _State, doc_type: _DocType, body: Any) -> tuple[dict[str,
     if not _blank(sequence_id) and str(sequence_id).strip() not in {str(i) for i in known_sequences}:
         problems.append(f"Sequence {sequence_id} was not found")
     owner_id = (
-        _parse_owner(state, body.get("owner_invoice_id"), problems) if doc_type.path in _NOTES else None
+        _parse_owner(state, body.get("owner_invoice_id"), problems) if doc_type.note else None
     )
     if problems:
         raise _errors(problems)
@@ -784,7 +764,7 @@ def _saft_hash(previous: str, doc: dict[str, Any]) -> str:
     return signature[0] + signature[10] + signature[20] + signature[30]
 
 
-def _transition(doc_type: _DocType, current: str, verb: Any) -> str | None:
+def _transition(doc_type: DocumentType, current: str, verb: Any) -> str | None:
     """The status a change-state verb leads to from `current`, or None when IX refuses it."""
     table = {
         ("finalized", "draft"): "settled" if doc_type.path == "invoice_receipts" else "final",
@@ -794,7 +774,7 @@ def _transition(doc_type: _DocType, current: str, verb: Any) -> str | None:
     }
     if doc_type.path == "invoice_receipts":
         table["canceled", "settled"] = "canceled"
-    if doc_type.path in _NOTES:
+    if doc_type.note:
         table["unsettled", "settled"] = "final"
     return table.get((verb, current)) if isinstance(verb, str) else None
 
@@ -1330,8 +1310,8 @@ def serve_in_thread(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m connector.invoicexpress.sandbox`: serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m connector.invoicexpress.sandbox", description=__doc__)
+    """`python -m devtools.invoicexpress_sandbox`: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m devtools.invoicexpress_sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5055)
     parser.add_argument("--api-key", default=None, help="the only key accepted (default: any non-empty key)")

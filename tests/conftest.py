@@ -21,8 +21,8 @@ from rq.registry import ScheduledJobRegistry
 
 from connector import create_app
 from connector.extensions import db
-from connector.invoicexpress.sandbox import serve_in_thread
 from connector.invoicing import init_invoicexpress
+from devtools.invoicexpress_sandbox import serve_in_thread
 
 # Hypothesis: in CI (which sets CI=true) the same examples every run, and a failure prints the blob that
 # replays it (@reproduce_failure), so a red build reproduces on a laptop; locally every run explores new

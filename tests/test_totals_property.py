@@ -2,7 +2,7 @@
 exactly what was paid (or are held, saying both totals), and fitting never moves an item by a cent per unit.
 
 What IX would total is taken from the sandbox's own account of IX's arithmetic
-(connector/invoicexpress/sandbox.py), not from the connector's totals.py that the plans use, so that the
+(devtools/invoicexpress_sandbox.py), not from the connector's totals.py that the plans use, so that the
 property checks the connector against an independent oracle.
 
 Orders are built directly (no Shopify payloads). One generator serves two sources: hypothesis (for the
@@ -27,9 +27,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config.settings import ISSUING
-from connector.invoicexpress.sandbox import ix_request_amounts
 from connector.orders import Address, Customer, Line, Order
 from connector.plans import Plan, Settings, plan_sale
+from devtools.invoicexpress_sandbox import ix_request_amounts
 
 SETTINGS = Settings(**{key: parse(default, key, []) for key, (_, default, parse) in ISSUING.items()})
 EXEMPT_SETTINGS = dataclasses.replace(SETTINGS, tax_exemption_reason="M10")

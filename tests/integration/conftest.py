@@ -235,7 +235,7 @@ def connector(clean_db, clean_redis, procs):
         "INVOICEXPRESS_API_KEY": API_KEY, "INVOICEXPRESS_BASE_URL": sandbox_url,
         "DOCUMENT_LEASE_SECONDS": "4", "SWEEP_INTERVAL_SECONDS": "2", "LOG_LEVEL": "INFO",
     }
-    sandbox = procs("sandbox", [sys.executable, "-m", "connector.invoicexpress.sandbox", "--host", "127.0.0.1",
+    sandbox = procs("sandbox", [sys.executable, "-m", "devtools.invoicexpress_sandbox", "--host", "127.0.0.1",
                                 "--port", str(sandbox_port), "--api-key", API_KEY])
     sandbox.wait_for_http(f"{sandbox_url}/_sandbox/documents", timeout=20)
     upgrade = procs("migrate", [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], env=env)

@@ -25,8 +25,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from connector import create_app
 from connector.extensions import db
-from connector.invoicexpress.sandbox import serve_in_thread
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent
+from devtools.invoicexpress_sandbox import serve_in_thread
 from tests.conftest import drain, settings, shopify_headers, tables_of
 from tests.shopify_strategies import ORDER_FIXTURES, ORDERS, mutated_orders
 

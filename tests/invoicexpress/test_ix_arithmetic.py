@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from connector.invoicexpress import sandbox
-from connector.invoicexpress.sandbox import TAX_RATES, ix_request_amounts, to_cents
 from connector.invoicexpress.totals import document_total
+from devtools import invoicexpress_sandbox as sandbox
+from devtools.invoicexpress_sandbox import TAX_RATES, ix_request_amounts, to_cents
 
 KEY = "secret-key"
 

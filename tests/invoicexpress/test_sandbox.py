@@ -15,8 +15,8 @@ import pytest
 import requests
 from flask.cli import ScriptInfo
 
-from connector.invoicexpress import sandbox
 from connector.invoicexpress.totals import document_total
+from devtools import invoicexpress_sandbox as sandbox
 
 KEY = "secret-key"
 ROOT = Path(__file__).resolve().parents[2]
@@ -930,7 +930,7 @@ def test_serve_in_thread_speaks_real_http():
 
 
 def test_module_runs_as_a_server():
-    command = [sys.executable, "-m", "connector.invoicexpress.sandbox", "--port", "0", "--api-key", KEY]
+    command = [sys.executable, "-m", "devtools.invoicexpress_sandbox", "--port", "0", "--api-key", KEY]
     with subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     ) as process:
@@ -948,7 +948,7 @@ def test_module_runs_as_a_server():
 
 
 def test_flask_cli_finds_the_app():
-    app = ScriptInfo(app_import_path="connector.invoicexpress.sandbox").load_app()
+    app = ScriptInfo(app_import_path="devtools.invoicexpress_sandbox").load_app()
     assert app.test_client().get("/taxes.json?api_key=any").status_code == 200
 
 
@@ -1049,7 +1049,7 @@ def test_a_no_atcud_rule_takes_only_what_ix_says_for_no_atcud(client, atcud):
 
 def _serve(state: Path):
     """The sandbox as `./dev run` starts it, on `state`; returns the process and its base URL."""
-    command = [sys.executable, "-m", "connector.invoicexpress.sandbox", "--port", "0", "--api-key", KEY,
+    command = [sys.executable, "-m", "devtools.invoicexpress_sandbox", "--port", "0", "--api-key", KEY,
                "--state", str(state)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return process, process.stdout.readline().split()[-1]

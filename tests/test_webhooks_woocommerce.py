@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 pytest.importorskip("connector.platforms.woocommerce", reason="the WooCommerce platform package is not in yet")
-woocommerce_fake = pytest.importorskip("devtools.woocommerce_fake", reason="the WooCommerce fake is not in yet")
 
 from connector import create_app, jobs  # noqa: E402
 from connector.extensions import db  # noqa: E402
@@ -146,6 +145,7 @@ class WooFake:
 
 @pytest.fixture(scope="module")
 def woo_fake_url():
+    woocommerce_fake = pytest.importorskip("devtools.woocommerce_fake", reason="the WooCommerce fake is not in")
     fake_app = woocommerce_fake.create_app(consumer_key=CONSUMER_KEY, consumer_secret=CONSUMER_SECRET)
     server = make_server("127.0.0.1", 0, fake_app, threaded=True)
     threading.Thread(target=server.serve_forever, name="woocommerce-fake", daemon=True).start()

@@ -1,4 +1,4 @@
-"""The RQ worker the `flask worker` command runs: Heroku-friendly, with the scheduler and the sweeper."""
+"""The RQ worker `flask worker` runs: Heroku-friendly, with its scheduler, the sweeper and reconciliation."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from connector import jobs
 logger = logging.getLogger(__name__)
 
 SWEEP_JOB_ID = "sweep"
+RECONCILE_JOB_ID = "reconcile"
+# By name: the worker parent only enqueues, and need not import what the work-horse runs.
+RECONCILE_JOB = "connector.reconcile.run_due"
+RECONCILE_JOB_TIMEOUT = 1800  # a store's first pass may page through a busy day of orders
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -37,7 +41,8 @@ class StopRequest:
 
 
 class ConnectorWorker(HerokuWorker):
-    """An RQ worker that queues the sweeper on its maintenance beat and takes no job once told to stop.
+    """An RQ worker that queues the sweeper and reconciliation on its maintenance beat, and takes no job once
+    told to stop.
 
     The sweeper has to run even after Redis lost every job and schedule it held, so it is driven by
     the long-lived worker process rather than by a job that re-schedules itself. The worker parent
@@ -68,6 +73,7 @@ class ConnectorWorker(HerokuWorker):
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         queue_sweep(self.queues[0])
+        queue_reconcile(self.queues[0])
 
 
 def queue_sweep(queue) -> None:
@@ -78,6 +84,17 @@ def queue_sweep(queue) -> None:
         queue.enqueue(jobs.sweep, job_id=SWEEP_JOB_ID, job_timeout=jobs.JOB_TIMEOUT, result_ttl=60)
     except RedisError:
         logger.warning("sweep not queued: Redis unavailable")
+
+
+def queue_reconcile(queue) -> None:
+    """Queue a reconciliation round unless one is already waiting or running; the round itself passes over
+    only the stores whose last pass is older than RECONCILE_INTERVAL_SECONDS."""
+    if jobs.job_status(RECONCILE_JOB_ID, queue.connection) in (JobStatus.QUEUED, JobStatus.STARTED):
+        return
+    try:
+        queue.enqueue(RECONCILE_JOB, job_id=RECONCILE_JOB_ID, job_timeout=RECONCILE_JOB_TIMEOUT, result_ttl=60)
+    except RedisError:
+        logger.warning("reconciliation not queued: Redis unavailable")
 
 
 def run(queue, sweep_interval: float, burst: bool = False, max_pause: float = 30.0) -> None:

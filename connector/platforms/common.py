@@ -149,3 +149,12 @@ class LenientSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE
+
+
+class PlatformUnavailable(Exception):
+    """The platform's API did not answer usefully this time (timeout, connection error, 5xx, 429): try again
+    later."""
+
+
+class PlatformRefused(Exception):
+    """The platform's API refused the request for good (4xx, or an answer that is not what its API describes)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import signal
 import sys
@@ -226,14 +227,15 @@ class Connector:
         return documents if states == {"done"} else None
 
 
-@pytest.fixture
-def connector(clean_db, clean_redis, procs):
+def start_connector(clean_db: str, clean_redis: str, procs, **extra_env: str):
+    """The sandbox, migrations, gunicorn and a worker, with `extra_env` over the usual settings."""
     sandbox_port, web_port = services.free_port(), services.free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     env = {
         "DATABASE_URL": clean_db, "REDIS_URL": clean_redis, "SHOPIFY_WEBHOOK_SECRET": SECRET,
         "INVOICEXPRESS_API_KEY": API_KEY, "INVOICEXPRESS_BASE_URL": sandbox_url,
         "DOCUMENT_LEASE_SECONDS": "4", "SWEEP_INTERVAL_SECONDS": "2", "LOG_LEVEL": "INFO",
+        **extra_env,
     }
     sandbox = procs("sandbox", [sys.executable, "-m", "devtools.invoicexpress_sandbox", "--host", "127.0.0.1",
                                 "--port", str(sandbox_port), "--api-key", API_KEY])
@@ -245,5 +247,92 @@ def connector(clean_db, clean_redis, procs):
     web.wait_for_http(f"http://127.0.0.1:{web_port}/healthz", timeout=30)
     running = Connector(procs, env, web_port, sandbox_url)
     running.start_worker()
+    return running
+
+
+@pytest.fixture
+def connector(clean_db, clean_redis, procs):
+    running = start_connector(clean_db, clean_redis, procs)
     yield running
+    running.engine.dispose()
+
+
+# --- WooCommerce: its REST API faked in a process, and the connector with WooCommerce on ----------------
+
+WOO_SECRET = "integration-woocommerce-secret"
+WOO_CONSUMER_KEY = "ck_integration_0123456789"
+WOO_CONSUMER_SECRET = "cs_integration_0123456789"
+
+
+class WooFake:
+    """The WooCommerce fake as the tests drive it: orders and refunds in, faults, the calls it answered."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def add_order(self, order: dict) -> dict:
+        answer = requests.post(f"{self.url}/_fake/orders", json=order, timeout=5)
+        answer.raise_for_status()
+        return answer.json()
+
+    def add_refund(self, order_id: int, refund: dict) -> dict:
+        answer = requests.post(f"{self.url}/_fake/orders/{order_id}/refunds", json=refund, timeout=5)
+        answer.raise_for_status()
+        return answer.json()
+
+    def order(self, order_id: int) -> dict:
+        """The order as the REST API returns it now (its refunds[] included)."""
+        answer = requests.get(f"{self.url}/wp-json/wc/v3/orders/{order_id}",
+                              auth=(WOO_CONSUMER_KEY, WOO_CONSUMER_SECRET), timeout=5)
+        answer.raise_for_status()
+        return answer.json()
+
+    def fault(self, **rule) -> None:
+        requests.post(f"{self.url}/_fake/faults", json=[rule], timeout=5).raise_for_status()
+
+    def calls(self) -> list[dict]:
+        return requests.get(f"{self.url}/_fake/calls", timeout=5).json()
+
+
+@pytest.fixture
+def woocommerce_fake(procs) -> WooFake:
+    """`python -m devtools.woocommerce_fake` on a port of its own, with the consumer key and secret below."""
+    port = services.free_port()
+    fake = procs("woocommerce", [sys.executable, "-m", "devtools.woocommerce_fake", "--host", "127.0.0.1",
+                                 "--port", str(port), "--consumer-key", WOO_CONSUMER_KEY,
+                                 "--consumer-secret", WOO_CONSUMER_SECRET])
+    url = f"http://127.0.0.1:{port}"
+    fake.wait_for_http(f"{url}/_fake/calls", timeout=20)
+    return WooFake(url)
+
+
+class WooConnector(Connector):
+    """The running connector with WooCommerce on, its REST API the fake's."""
+
+    def __init__(self, running: Connector, woo: WooFake):
+        self.__dict__.update(running.__dict__)
+        self.woo = woo
+
+    def post_woocommerce(self, order: dict, topic: str = "order.created", secret: str = WOO_SECRET):
+        """Deliver `order` as WooCommerce does: the JSON it builds, signed, from the fake's site."""
+        body = json.dumps(order, separators=(",", ":")).encode()
+        signature = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+        resource, _, event = topic.partition(".")
+        headers = {
+            "Content-Type": "application/json", "User-Agent": "WooCommerce/9.4.0 Hookshot (WordPress/6.7)",
+            "X-WC-Webhook-Source": f"{self.woo.url}/", "X-WC-Webhook-Topic": topic,
+            "X-WC-Webhook-Resource": resource, "X-WC-Webhook-Event": event, "X-WC-Webhook-ID": "1",
+            "X-WC-Webhook-Delivery-ID": uuid.uuid4().hex, "X-WC-Webhook-Signature": signature,
+        }
+        return requests.post(f"{self.url}/webhooks/woocommerce", data=body, headers=headers, timeout=10)
+
+
+@pytest.fixture
+def woo_connector(clean_db, clean_redis, procs, woocommerce_fake):
+    running = start_connector(
+        clean_db, clean_redis, procs, WOOCOMMERCE_WEBHOOK_SECRET=WOO_SECRET, WOOCOMMERCE_URL=woocommerce_fake.url,
+        WOOCOMMERCE_CONSUMER_KEY=WOO_CONSUMER_KEY, WOOCOMMERCE_CONSUMER_SECRET=WOO_CONSUMER_SECRET,
+        RECONCILE_INTERVAL_SECONDS="2",
+    )
+    yield WooConnector(running, woocommerce_fake)
     running.engine.dispose()

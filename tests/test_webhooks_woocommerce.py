@@ -298,9 +298,10 @@ def test_products_and_coupons_are_stored_as_ignored_and_not_queued(post_woo, que
 
 
 @pytest.mark.parametrize("field, malformed", [
-    ("line_items", {"line_items": "two mugs"}),
     ("total", {"total": "twenty"}),
-    ("date_paid", {"date_paid": "yesterday", "date_paid_gmt": "yesterday"}),
+    ("quantity", {"line_items": [{**woo_order()["line_items"][0], "quantity": "two"}]}),
+    ("prices_include_tax", {"prices_include_tax": None}),
+    ("currency", {"currency": "EURO"}),
 ])
 def test_a_malformed_order_is_stored_then_failed_with_a_reason_naming_the_field(app, post_woo, queue, field,
                                                                                 malformed):

@@ -6,22 +6,20 @@ import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from connector.platforms.polling import Polled, compact_json, parse_time
 from connector.platforms.woocommerce.api import WooCommerceAPI
-from connector.platforms.woocommerce.webhook import UPDATED_TOPIC, event_key
+from connector.platforms.woocommerce.webhook import SOURCE_HEADER, UPDATED_TOPIC, event_key, store
 
 logger = logging.getLogger(__name__)
 
 # Webhooks' keys are reproduced exactly, so a new inbox entry from a poll is a state no webhook brought.
 SAME_KEYS_AS_WEBHOOKS = True
-DEFAULT_TIMEOUT = 30.0
 
 
 def site_reference(url: str) -> str:
-    """The store reference a site URL stands for: its host (with a port, if any), lower-cased."""
-    return (urlsplit(url.strip()).netloc or "").lower()
+    """The store reference a site URL stands for, exactly as a webhook from that site names its store."""
+    return store({SOURCE_HEADER: url})
 
 
 def configured_store(config: Mapping[str, Any]) -> str | None:
@@ -41,18 +39,18 @@ def api(config: Mapping[str, Any], store: str) -> WooCommerceAPI | None:
     if configured_store(config) != store:
         return None
     return WooCommerceAPI(
-        config["WOOCOMMERCE_URL"], config["WOOCOMMERCE_CONSUMER_KEY"], config["WOOCOMMERCE_CONSUMER_SECRET"],
-        timeout=float(config.get("WOOCOMMERCE_TIMEOUT") or DEFAULT_TIMEOUT), session=None,
+        config["WOOCOMMERCE_URL"], config["WOOCOMMERCE_CONSUMER_KEY"], config["WOOCOMMERCE_CONSUMER_SECRET"]
     )
 
 
 def poll(client: WooCommerceAPI, since: datetime) -> Iterator[Polled]:
     """Every order modified after `since`, as the `order.updated` delivery of its current state."""
     for order in client.orders_modified_after(since):
-        modified_at = parse_time(order.get("date_modified_gmt")) if isinstance(order, dict) else None
-        if modified_at is None or not order.get("id"):
-            # Not an order we could key; the next webhook or pass of a readable state will bring it.
+        key = event_key(order)
+        modified_at = parse_time(order.get("date_modified_gmt")) if key else None
+        if key is None or modified_at is None:
+            # Not an order state we could key; a webhook or a later pass of a readable state brings it.
             logger.warning("WooCommerce order skipped by reconciliation: no id or modification time")
             continue
-        yield Polled(event_key=event_key(order), topic=UPDATED_TOPIC, body=compact_json(order),
+        yield Polled(event_key=key, topic=UPDATED_TOPIC, body=compact_json(order),
                      modified_at=modified_at, order_id=str(order["id"]))

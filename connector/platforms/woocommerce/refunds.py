@@ -36,9 +36,9 @@ def snapshot(change: common.Change, payload: Mapping, api: Any) -> dict:
     if change.kind != "refund":
         return dict(payload)
     if api is None:
-        refused = getattr(common, "PlatformRefused", ValueError)
-        raise refused("WooCommerce REST API credentials (WOOCOMMERCE_URL, WOOCOMMERCE_CONSUMER_KEY, "
-                      f"WOOCOMMERCE_CONSUMER_SECRET) are needed to read refund {change.refund_id}'s lines")
+        raise common.PlatformRefused(
+            "WooCommerce REST API credentials (WOOCOMMERCE_URL, WOOCOMMERCE_CONSUMER_KEY, "
+            f"WOOCOMMERCE_CONSUMER_SECRET) are needed to read refund {change.refund_id}'s lines")
     return dict(api.get_refund(change.order_id, change.refund_id))
 
 

@@ -1,5 +1,6 @@
 """`pip install .` builds a wheel holding the connector and config packages, the admin templates, and
-requirements.txt's pins as its dependencies; tests and the repository's scripts stay out."""
+requirements.txt's pins as its dependencies; tests, the local fakes (devtools) and the repository's scripts
+stay out."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def test_the_project_builds_into_a_wheel_that_runs_from_site_packages(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "requirements.txt", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for package in ("connector", "config", "tests"):
+    # devtools too, to show that the local fakes stay out of the wheel though they sit beside the product.
+    for package in ("connector", "config", "devtools", "tests"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "--no-index",
@@ -30,7 +32,7 @@ def test_the_project_builds_into_a_wheel_that_runs_from_site_packages(tmp_path):
     [wheel] = (tmp_path / "dist").glob("connector-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"connector/__init__.py", "config/settings.py", "connector/admin/templates/admin/base.html",
-            "connector/invoicexpress/sandbox.py", "connector/platforms/shopify.py"} <= set(names)
+            "connector/invoicexpress/documents.py", "connector/platforms/shopify/__init__.py"} <= set(names)
     assert {name.split("/")[0] for name in names} == {"connector", "config", wheel.name.split("-py3")[0]
                                                       + ".dist-info"}
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

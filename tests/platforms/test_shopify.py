@@ -198,7 +198,7 @@ def test_authorized_order_loads_with_its_status_and_no_free_shipping_line():
 
 
 def test_refund_body_is_not_an_order():
-    with pytest.raises(shopify.OrderLoadError) as error:
+    with pytest.raises(shopify.LoadError) as error:
         shopify.to_order(load("refunds_create.json"), store=STORE)
 
     assert {"line_items", "total_price", "currency", "taxes_included"} <= set(error.value.messages)
@@ -297,7 +297,7 @@ def test_a_malformed_shop_total_is_reported_with_its_path():
     payload = paid_order()
     payload["total_price_set"]["shop_money"]["amount"] = "lots"
 
-    with pytest.raises(shopify.OrderLoadError, match="total_price_set.shop_money: "):
+    with pytest.raises(shopify.LoadError, match="total_price_set.shop_money: "):
         shopify.to_order(payload, store=STORE)
 
 
@@ -366,7 +366,7 @@ def test_malformed_orders_raise_with_the_field_path(break_it, path):
     payload = paid_order()
     break_it(payload)
 
-    with pytest.raises(shopify.OrderLoadError) as error:
+    with pytest.raises(shopify.LoadError) as error:
         shopify.to_order(payload, store=STORE)
 
     summary = str(error.value)
@@ -376,7 +376,7 @@ def test_malformed_orders_raise_with_the_field_path(break_it, path):
 
 
 def test_a_body_that_is_not_an_object_raises():
-    with pytest.raises(shopify.OrderLoadError, match="Invalid input type"):
+    with pytest.raises(shopify.LoadError, match="Invalid input type"):
         shopify.to_order([], store=STORE)
 
 
@@ -384,7 +384,7 @@ def test_error_messages_do_not_echo_values():
     payload = paid_order()
     _price_not_numeric(payload)
 
-    with pytest.raises(shopify.OrderLoadError) as error:
+    with pytest.raises(shopify.LoadError) as error:
         shopify.to_order(payload, store=STORE)
 
     assert "9,99" not in str(error.value)

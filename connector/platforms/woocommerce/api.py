@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import logging
-import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,15 +10,10 @@ from urllib.parse import quote
 
 import requests
 
-from connector.invoicexpress.client import redact
-from connector.platforms.common import PlatformRefused, PlatformUnavailable
-
-logger = logging.getLogger(__name__)
+from connector.platforms.common import PlatformRefused
+from connector.platforms.rest import RestClient, int_or
 
 PER_PAGE = 100  # WooCommerce's largest page
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a hundred large orders fit many times over
-_CHUNK_BYTES = 64 * 1024
-_MAX_MESSAGE_CHARS = 200
 # WooCommerce compares `modified_after` strictly and to the second.
 _ONE_SECOND = timedelta(seconds=1)
 
@@ -43,13 +35,11 @@ class WooCommerceAPI:
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = url.rstrip("/") + "/wp-json/wc/v3/"
-        self._auth = (consumer_key, consumer_secret)
-        self._timeout = timeout
-        self._session = session or requests.Session()
         basic = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode()
-        forms = {s for s in (consumer_key, consumer_secret, basic) if s}
-        # Longest first, so that a secret inside another form is not half-replaced.
-        self._secrets = tuple(sorted(forms, key=len, reverse=True))
+        self._rest = RestClient(
+            "WooCommerce", self.base_url, secrets=(consumer_key, consumer_secret, basic), timeout=timeout,
+            session=session, auth=(consumer_key, consumer_secret),
+        )
 
     def get_order(self, order_id: int | str) -> dict:
         """GET orders/{id}: the order as WooCommerce's REST API (and its webhooks) describe it."""
@@ -90,7 +80,7 @@ class WooCommerceAPI:
                     seen.add(key)
                     fresh = True
                     yield order
-            total_pages = _int_or(headers.get("X-WP-TotalPages"), 1)
+            total_pages = int_or(headers.get("X-WP-TotalPages"), 1)
             if len(orders) < PER_PAGE or page >= total_pages:
                 return
             last = _parse_gmt(orders[-1].get("date_modified_gmt"))
@@ -115,67 +105,7 @@ class WooCommerceAPI:
         return payload, headers
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> tuple[object, Mapping[str, str]]:
-        """One GET; its decoded JSON and headers, or a typed error. Only `path` is ever logged or raised."""
-        started = time.monotonic()
-        outcome = "error"
-        error: Exception | None = None
-        try:
-            response = self._session.get(
-                self.base_url + path,
-                params=params,
-                auth=self._auth,
-                headers={"Accept": "application/json"},
-                timeout=self._timeout,
-                stream=True,
-            )
-            with response:
-                outcome = str(response.status_code)
-                raw, complete = _read_capped(response)
-        except requests.RequestException as exc:
-            outcome = type(exc).__name__
-            # Built here and raised outside the except block, so that the requests exception (whose
-            # text holds the URL) is neither the cause nor the context of ours.
-            error = self._transport_error(path, exc)
-        finally:
-            logger.info("WooCommerce GET %s -> %s in %.0f ms", path, outcome, (time.monotonic() - started) * 1000)
-        if error is not None:
-            raise error
-
-        status = response.status_code
-        if 200 <= status < 300:
-            if not complete:
-                raise PlatformRefused(f"WooCommerce GET {path}: answer larger than {MAX_RESPONSE_BYTES} bytes")
-            try:
-                return json.loads(raw), response.headers
-            except ValueError:
-                refusal = f"WooCommerce GET {path}: HTTP {status} with a body that is not JSON"
-                raise PlatformRefused(refusal) from None
-
-        detail = _error_detail(raw) if complete else ""
-        message = f"WooCommerce GET {path}: HTTP {status}" + (f" {self._redact(detail)}" if detail else "")
-        message = message[: _MAX_MESSAGE_CHARS + len(path)]
-        if status >= 500 or status in (408, 429):
-            raise PlatformUnavailable(message)
-        raise PlatformRefused(message)
-
-    def _transport_error(self, path: str, exc: requests.RequestException) -> Exception:
-        if isinstance(exc, requests.ConnectTimeout):
-            return PlatformUnavailable(f"WooCommerce GET {path}: timed out connecting")
-        if isinstance(exc, requests.Timeout):
-            return PlatformUnavailable(f"WooCommerce GET {path}: timed out waiting for the answer")
-        transient = (
-            requests.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        )
-        detail = self._redact(str(exc))[:_MAX_MESSAGE_CHARS]
-        if isinstance(exc, transient):
-            return PlatformUnavailable(f"WooCommerce GET {path}: connection failed: {detail}")
-        # An invalid URL, too many redirects: the settings, which trying again will not fix.
-        return PlatformRefused(f"WooCommerce GET {path}: request not sent: {detail}")
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._secrets)
+        return self._rest.get(path, params)
 
 
 def _id(value: int | str) -> str:
@@ -200,36 +130,3 @@ def _parse_gmt(text: object) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _error_detail(raw: bytes) -> str:
-    """WooCommerce's error code and message ({"code": ..., "message": ...}), if the body has them."""
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        return ""
-    if not isinstance(payload, dict):
-        return ""
-    parts = [str(payload[k]) for k in ("code", "message") if isinstance(payload.get(k), str) and payload[k]]
-    return " ".join(" ".join(parts).split())
-
-
-def _read_capped(response: requests.Response) -> tuple[bytes, bool]:
-    """The body, up to MAX_RESPONSE_BYTES, and whether it was complete."""
-    if _int_or(response.headers.get("Content-Length"), 0) > MAX_RESPONSE_BYTES:
-        return b"", False
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(_CHUNK_BYTES):
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            return b"", False
-        chunks.append(chunk)
-    return b"".join(chunks), True
-
-
-def _int_or(value: object, default: int) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ REPO_ROOT = HERE.parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from devtools import woocommerce_fake  # noqa: E402
 from tests.integration import services  # noqa: E402
 
 
@@ -287,15 +287,17 @@ class WooFake:
         answer.raise_for_status()
         return answer.json()
 
-    def fault(self, **rule) -> None:
-        requests.post(f"{self.url}/_fake/faults", json=[rule], timeout=5).raise_for_status()
+    def faults(self, *rules: dict) -> None:
+        """Replace the fault rules; the first rule matching a request (and not used up) answers it."""
+        requests.post(f"{self.url}/_fake/faults", json=list(rules), timeout=5).raise_for_status()
 
     def calls(self) -> list[dict]:
+        """Every REST call, oldest first: method, path (after /wp-json/wc/v3/) and query."""
         return requests.get(f"{self.url}/_fake/calls", timeout=5).json()
 
 
 @pytest.fixture
-def woocommerce_fake(procs) -> WooFake:
+def woo_fake(procs) -> WooFake:
     """`python -m devtools.woocommerce_fake` on a port of its own, with the consumer key and secret below."""
     port = services.free_port()
     fake = procs("woocommerce", [sys.executable, "-m", "devtools.woocommerce_fake", "--host", "127.0.0.1",
@@ -314,25 +316,19 @@ class WooConnector(Connector):
         self.woo = woo
 
     def post_woocommerce(self, order: dict, topic: str = "order.created", secret: str = WOO_SECRET):
-        """Deliver `order` as WooCommerce does: the JSON it builds, signed, from the fake's site."""
-        body = json.dumps(order, separators=(",", ":")).encode()
-        signature = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-        resource, _, event = topic.partition(".")
-        headers = {
-            "Content-Type": "application/json", "User-Agent": "WooCommerce/9.4.0 Hookshot (WordPress/6.7)",
-            "X-WC-Webhook-Source": f"{self.woo.url}/", "X-WC-Webhook-Topic": topic,
-            "X-WC-Webhook-Resource": resource, "X-WC-Webhook-Event": event, "X-WC-Webhook-ID": "1",
-            "X-WC-Webhook-Delivery-ID": uuid.uuid4().hex, "X-WC-Webhook-Signature": signature,
-        }
-        return requests.post(f"{self.url}/webhooks/woocommerce", data=body, headers=headers, timeout=10)
+        """Deliver `order` as WooCommerce does (its JSON, headers and signature), from the fake's site."""
+        return woocommerce_fake.deliver(f"{self.url}/webhooks/woocommerce", order, secret, topic=topic,
+                                        source=f"{self.woo.url}/")
 
 
 @pytest.fixture
-def woo_connector(clean_db, clean_redis, procs, woocommerce_fake):
+def woo_connector(clean_db, clean_redis, procs, woo_fake):
     running = start_connector(
-        clean_db, clean_redis, procs, WOOCOMMERCE_WEBHOOK_SECRET=WOO_SECRET, WOOCOMMERCE_URL=woocommerce_fake.url,
+        clean_db, clean_redis, procs, WOOCOMMERCE_WEBHOOK_SECRET=WOO_SECRET, WOOCOMMERCE_URL=woo_fake.url,
         WOOCOMMERCE_CONSUMER_KEY=WOO_CONSUMER_KEY, WOOCOMMERCE_CONSUMER_SECRET=WOO_CONSUMER_SECRET,
         RECONCILE_INTERVAL_SECONDS="2",
+        # Short, so that the fake's "timeout" faults are timeouts to the connector within a test's time.
+        WOOCOMMERCE_TIMEOUT="2",
     )
-    yield WooConnector(running, woocommerce_fake)
+    yield WooConnector(running, woo_fake)
     running.engine.dispose()

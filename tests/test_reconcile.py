@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -12,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 import sqlalchemy as sa
-from devtools.woocommerce_fake import serve_in_thread
 
 from connector import create_app, reconcile, worker
 from connector.extensions import db
 from connector.models import Store, Watermark, WebhookEvent
+from connector.platforms.common import PlatformUnavailable
+from devtools.woocommerce_fake import serve_in_thread
 from tests.conftest import settings, tables_of
 
 CONSUMER_KEY = "ck_test_0123456789abcdef"
@@ -68,9 +70,12 @@ class Fake:
         requests.post(f"{self.url}/_fake/reset", timeout=5).raise_for_status()
 
     def add(self, *orders: dict) -> None:
-        requests.post(f"{self.url}/_fake/orders", json=list(orders), timeout=5).raise_for_status()
+        for one in orders:
+            requests.post(f"{self.url}/_fake/orders", json=one, timeout=5).raise_for_status()
 
-    def fault(self, **rule) -> None:
+    def fail_listing(self, status: int = 500) -> None:
+        """Every request for the order list answers `status` until the faults are cleared."""
+        rule = {"method": "GET", "path": "^orders$", "kind": str(status), "times": None}
         requests.post(f"{self.url}/_fake/faults", json=[rule], timeout=5).raise_for_status()
 
     def clear_faults(self) -> None:
@@ -249,7 +254,7 @@ def test_a_failing_platform_keeps_the_watermark_records_the_error_and_the_next_p
     before = watermark().reached
     later = [order(1700 + n, recent(40 - n)) for n in range(5)]
     fake.add(*later)
-    fake.fault(path="/wp-json/wc/v3/orders", status=500)
+    fake.fail_listing(500)
 
     failed = one_pass(app)
 
@@ -264,6 +269,43 @@ def test_a_failing_platform_keeps_the_watermark_records_the_error_and_the_next_p
     assert (result.new, result.error) == (5, None)
     assert watermark().last_error is None
     assert gmt(watermark().reached.replace(tzinfo=UTC)) == later[-1]["date_modified_gmt"]
+
+
+class CutShort:
+    """A REST client whose listing breaks after handing on `orders` (a page read, the next one failing)."""
+
+    def __init__(self, orders: list[dict]):
+        self.orders = orders
+
+    def orders_modified_after(self, since, until=None):
+        yield from self.orders
+        raise PlatformUnavailable("WooCommerce GET orders: HTTP 500")
+
+
+def test_a_pass_cut_short_keeps_what_it_read_and_moves_the_watermark_that_far(app, fake, queue):
+    read = [order(500 + n, recent(30 - n)) for n in range(3)]
+    [target] = reconcile.pollable_stores()
+
+    result = reconcile.run_pass(dataclasses.replace(target, client=CutShort(read)))
+
+    assert (result.new, result.error) == (3, "WooCommerce GET orders: HTTP 500")
+    assert len(queued_event_ids(queue)) == 3
+    mark = watermark()
+    assert gmt(mark.reached.replace(tzinfo=UTC)) == read[-1]["date_modified_gmt"]
+    assert mark.last_error == "WooCommerce GET orders: HTTP 500"
+
+
+def test_a_pass_cut_short_that_read_out_of_order_leaves_the_watermark_where_it_was(app, fake):
+    fake.add(order(510, recent(60)))
+    one_pass(app)
+    before = watermark().reached
+    read = [order(511, recent(5)), order(512, recent(30))]
+    [target] = reconcile.pollable_stores()
+
+    result = reconcile.run_pass(dataclasses.replace(target, client=CutShort(read)))
+
+    assert result.new == 2
+    assert watermark().reached == before
 
 
 def test_since_reads_older_orders_again_as_duplicates_and_issues_nothing_new(app, fake, queue):
@@ -321,7 +363,7 @@ def test_one_stores_failure_does_not_stop_the_others(app, fake, monkeypatch):
 
     class Unreachable:
         def orders_modified_after(self, since, until=None):
-            raise reconcile.PlatformUnavailable("GET orders: connection refused")
+            raise PlatformUnavailable("GET orders: connection refused")
             yield  # a generator, like the real client
 
     module = good[0].poller
@@ -358,7 +400,7 @@ def test_the_command_prints_a_progress_line_per_store(app, fake):
 
 
 def test_the_command_exits_non_zero_when_a_store_failed(app, fake):
-    fake.fault(path="/wp-json/wc/v3/orders", status=500)
+    fake.fail_listing(500)
 
     result = app.test_cli_runner().invoke(args=["reconcile"])
 

@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -28,25 +27,15 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devtools.faults import FaultRules
+from devtools.faults import parse as parse_faults
+
 API = "/wp-json/wc/v3"
 DEFAULT_KEY = "ck_local_fake"
 DEFAULT_SECRET = "cs_local_fake"
 MAX_PER_PAGE = 100
-DEFAULT_TIMEOUT_FAULT_SECONDS = 30.0
 USER_AGENT = "WooCommerce/9.4.0 Hookshot (WordPress/6.7)"
 _GMT_FORMAT = "%Y-%m-%dT%H:%M:%S"
-
-
-@dataclass
-class _Fault:
-    method: str
-    path: re.Pattern[str]
-    kind: str  # an HTTP status such as "500", or "timeout"
-    seconds: float
-    times: int | None  # None: every matching request
-
-    def matches(self, method: str, path: str) -> bool:
-        return self.method in ("*", method) and self.path.search(path) is not None
 
 
 class _State:
@@ -57,7 +46,7 @@ class _State:
         self.lock = threading.Lock()
         self.orders: dict[int, dict[str, Any]] = {}
         self.refunds: dict[int, dict[int, dict[str, Any]]] = {}
-        self.faults: list[_Fault] = []
+        self.faults = FaultRules()
         self.calls: list[dict[str, Any]] = []
         self.next_id = 1000
         if path is not None and path.exists():
@@ -67,7 +56,7 @@ class _State:
         with self.lock:
             self.orders.clear()
             self.refunds.clear()
-            self.faults.clear()
+            self.faults.replace([])
             self.calls.clear()
             self.next_id = 1000
             self.save()
@@ -107,17 +96,6 @@ class _State:
             raise SystemExit(
                 f"the fake's state file {path} cannot be read ({exc!r}); move it away to start empty"
             ) from exc
-
-    def take_fault(self, method: str, path: str) -> _Fault | None:
-        with self.lock:
-            for fault in self.faults:
-                if fault.matches(method, path):
-                    if fault.times is not None:
-                        fault.times -= 1
-                        if fault.times <= 0:
-                            self.faults.remove(fault)
-                    return fault
-        return None
 
 
 class _Refusal(Exception):
@@ -176,7 +154,7 @@ def _before_api_request() -> Response | None:
     path = request.path[len(API) + 1 :]
     with state.lock:
         state.calls.append({"method": request.method, "path": path, "query": request.args.to_dict(flat=True)})
-    fault = state.take_fault(request.method, path)
+    fault = state.faults.take(request.method, path)
     if fault is not None:
         if fault.kind == "timeout":
             time.sleep(fault.seconds)
@@ -349,31 +327,11 @@ def fake_faults() -> tuple[Response, int]:
     """Replace the fault rules: [{method, path (a regex on the path after /wp-json/wc/v3/), kind, times,
     seconds}]; kind "timeout" sleeps `seconds` before answering, any other kind is an HTTP status."""
     state = _state()
-    rules = request.get_json(silent=True)
-    if isinstance(rules, dict):
-        rules = [rules]
-    if not isinstance(rules, list):
-        raise _Refusal(400, "fake_bad_body", "the body must be a list of fault rules")
-    faults = []
-    for rule in rules:
-        try:
-            kind = str(rule.get("kind", "500"))
-            if kind != "timeout" and not (kind.isdigit() and 400 <= int(kind) <= 599):
-                raise ValueError(kind)
-            times = rule.get("times", 1)
-            faults.append(
-                _Fault(
-                    method=str(rule.get("method", "*")).upper(),
-                    path=re.compile(str(rule.get("path", ""))),
-                    kind=kind,
-                    seconds=float(rule.get("seconds", DEFAULT_TIMEOUT_FAULT_SECONDS)),
-                    times=None if times is None else int(times),
-                )
-            )
-        except (AttributeError, TypeError, ValueError, re.error) as exc:
-            raise _Refusal(400, "fake_bad_body", f"unreadable fault rule {rule!r}: {exc}") from None
-    with state.lock:
-        state.faults = faults
+    try:
+        faults = parse_faults(request.get_json(silent=True))
+    except ValueError as exc:
+        raise _Refusal(400, "fake_bad_body", str(exc)) from None
+    state.faults.replace(faults)
     return jsonify({"faults": len(faults)}), 200
 
 

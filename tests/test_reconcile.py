@@ -360,6 +360,7 @@ def test_one_stores_failure_does_not_stop_the_others(app, fake, monkeypatch):
     good = reconcile.pollable_stores()
     broken = db.session.merge(Store(platform="woocommerce", domain="broken.example.com"))
     db.session.commit()
+    broken_id = broken.id
 
     class Unreachable:
         def orders_modified_after(self, since, until=None):
@@ -374,7 +375,7 @@ def test_one_stores_failure_does_not_stop_the_others(app, fake, monkeypatch):
 
     assert results["broken.example.com"]["error"] == "GET orders: connection refused"
     assert results[store_ref(app)]["new"] == 1
-    assert db.session.get(Watermark, broken.id).last_error == "GET orders: connection refused"
+    assert db.session.get(Watermark, broken_id).last_error == "GET orders: connection refused"
 
 
 def test_the_worker_queues_one_reconciliation_round_at_a_time(app, queue):

@@ -18,6 +18,7 @@ from connector import create_app, reconcile, worker
 from connector.extensions import db
 from connector.models import Store, Watermark, WebhookEvent
 from connector.platforms.common import PlatformUnavailable
+from devtools import shopify_fake
 from devtools.woocommerce_fake import serve_in_thread
 from tests.conftest import settings, tables_of
 
@@ -426,3 +427,65 @@ def test_the_warning_names_the_count_and_the_store_but_no_order_data(app, fake, 
     assert warnings == [f"reconciliation found 2 orders no webhook brought for store {store_ref(app)}: "
                         "check that the shop's webhooks are active"]
     assert not any(secret in caplog.text for secret in (CUSTOMER_EMAIL, CUSTOMER_NIF, "Silva", CONSUMER_SECRET))
+
+
+# --- Shopify ---------------------------------------------------------------------------------------------
+
+SHOPIFY_TOKEN = "shpat_test_0123456789"
+SHOP = "reconcile-test.myshopify.com"
+
+
+@pytest.fixture(scope="module")
+def shopify_url():
+    url, server = shopify_fake.serve_in_thread(access_token=SHOPIFY_TOKEN)
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture
+def shopify(shopify_url):
+    requests.post(f"{shopify_url.split('/admin/')[0]}/_fake/reset", timeout=5).raise_for_status()
+    return shopify_url
+
+
+def shopify_order(order_id: int, updated: datetime, financial_status: str = "paid", **extra) -> dict:
+    return {"id": order_id, "name": f"#{order_id}", "financial_status": financial_status,
+            "updated_at": updated.isoformat(timespec="seconds"), "cancelled_at": None, "refunds": [], **extra}
+
+
+def add_shopify(url: str, *orders: dict) -> None:
+    for one in orders:
+        requests.post(f"{url.split('/admin/')[0]}/_fake/orders", json=one, timeout=5).raise_for_status()
+
+
+def test_shopify_polls_paid_and_cancelled_orders_and_their_refunds_and_skips_the_rest(shopify):
+    paid, refunded, cancelled, pending = recent(30), recent(25), recent(20), recent(15)
+    add_shopify(shopify,
+                shopify_order(11, paid),
+                shopify_order(12, refunded, "partially_refunded", refunds=[{"id": 901, "order_id": 12}]),
+                shopify_order(13, cancelled, "voided", cancelled_at=cancelled.isoformat()),
+                shopify_order(14, pending, "pending"))
+    module = reconcile.poller("shopify")
+    client = module.api({"SHOPIFY_ACCESS_TOKEN": SHOPIFY_TOKEN, "SHOPIFY_API_BASE_URL": shopify}, SHOP)
+
+    polled = list(module.poll(client, recent(60)))
+
+    def stamp(moment):
+        return moment.isoformat(timespec="seconds")
+
+    assert [(p.order_id, p.topic, p.event_key) for p in polled if p.acted_on] == [
+        ("11", "orders/paid", f"poll:11:{stamp(paid)}"),
+        ("12", "orders/paid", f"poll:12:{stamp(refunded)}"),
+        ("12", "refunds/create", "poll:refund:901"),
+        ("13", "orders/cancelled", f"poll:13:{stamp(cancelled)}"),
+    ]
+    assert [p.order_id for p in polled if not p.acted_on] == ["14"]
+    assert json.loads(polled[2].body) == {"id": 901, "order_id": 12}
+    assert polled[-1].modified_at == pending
+
+
+def test_shopify_is_polled_only_with_an_access_token():
+    module = reconcile.poller("shopify")
+
+    assert module.api({}, SHOP) is None
+    assert module.api({"SHOPIFY_ACCESS_TOKEN": SHOPIFY_TOKEN}, SHOP) is not None

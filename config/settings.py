@@ -20,7 +20,6 @@ SUPPORTED_PLATFORMS = ("shopify",)
 
 # Rate (percent) → the IX account's tax name. IX's default PT account names; each account can differ.
 DEFAULT_TAX_NAMES = "23=IVA23,13=IVA13,6=IVA6,22=IVA22,12=IVA12,5=IVA5,16=IVA16,9=IVA9,4=IVA4,0=IVA0"
-DEFAULT_TAX_ID_KEYS = "nif,nipc,contribuinte,vat,vat_number,vat number,tax_id,numero de contribuinte"
 
 
 class ConfigError(Exception):
@@ -204,7 +203,8 @@ ISSUING = {
     "document_type": ("DOCUMENT_TYPE", "invoice_receipt", _choice("invoice_receipt", "invoice")),
     "sequence_id": ("INVOICEXPRESS_SEQUENCE_ID", "", _text),
     "issue_test_orders": ("ISSUE_TEST_ORDERS", "false", _boolean),
-    "tax_id_keys": ("TAX_ID_KEYS", DEFAULT_TAX_ID_KEYS, _lower_list),
+    # Empty: each platform's own usual keys (its DEFAULT_TAX_ID_KEYS).
+    "tax_id_keys": ("TAX_ID_KEYS", "", _lower_list),
     "invoice_currency": ("INVOICE_CURRENCY", "presentment", _choice("presentment", "shop")),
     # The order statuses that mean "paid" on a WooCommerce store (with `date_paid` set).
     "paid_statuses": ("WOOCOMMERCE_PAID_STATUSES", "processing,completed", _lower_list),

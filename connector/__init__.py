@@ -43,7 +43,7 @@ def configure_logging(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     from connector import models  # noqa: F401  (models must be known before migrations run)
     from connector.extensions import db, init_queue, migrate
-    from connector.invoicing import init_invoicexpress
+    from connector.issuing import init_invoicexpress
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))

@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from config.settings import ISSUING, parse_store_settings
-from connector import invoicing, jobs
+from connector import issuing, jobs
 from connector.extensions import db, get_queue
+from connector.inbox import find_or_create_store
 from connector.invoicexpress.client import encode_json
 from connector.models import Store
-from connector.plans import Plan, plan_credit_note, plan_sale
+from connector.plans import Plan, plan_credit, plan_sale
 from connector.platforms import PLATFORMS
-from connector.webhooks import find_or_create_store
 
 
 def init_app(app: Flask) -> None:
@@ -55,20 +55,8 @@ def preview_command(platform: str, file, topic: str | None, order_file) -> None:
     try:
         payload = _read_object(platform, file)
         # The environment's settings: a store's own values apply once it is live (`flask stores`).
-        settings = invoicing.settings_for(None)
-        if topic == module.PAID_TOPIC:
-            order = module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
-                                    money=settings.invoice_currency)
-            plan = plan_sale(order, settings)
-        elif topic == module.REFUND_TOPIC:
-            plan = _preview_refund(platform, payload, order_file, settings)
-        elif topic == module.CANCEL_TOPIC:
-            plan = Plan(verdict="none", currency=str(payload.get("currency") or ""), reasons=[
-                "A cancellation issues nothing: an order not yet invoiced is not invoiced, a draft is deleted, "
-                "and a final invoice stays (its refund becomes a credit note)."])
-        else:
-            plan = Plan(verdict="none", reasons=[f"The connector does not act on '{topic}' events."],
-                        currency=str(payload.get("currency") or ""))
+        settings = issuing.settings_for(None)
+        plan = _preview_plan(platform, payload, topic, order_file, settings)
         result = preview(plan)
     except ValueError as error:  # unreadable JSON, or the platform's load error
         click.echo(f"error: {file.name} is not a readable {platform} event: {_one_line(error)}", err=True)
@@ -77,24 +65,44 @@ def preview_command(platform: str, file, topic: str | None, order_file) -> None:
                           ensure_ascii=False))
 
 
-def _preview_refund(platform: str, payload: dict, order_file, settings) -> Plan:
+def _preview_plan(platform: str, payload: dict, topic: str, order_file, settings) -> Plan:
+    """What the worker would plan for the event's first change that owes something (or why none does)."""
+    module = PLATFORMS[platform]
+    changes = module.changes(payload, topic, settings)
+    owing = [change for change in changes if change.kind != "none"]
+    if not owing:
+        if len(changes) == 1 and changes[0].order_id:
+            # An order that owes nothing (not paid): planned as the order it is, for its totals.
+            order = module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
+                                    money=settings.invoice_currency)
+            return plan_sale(order, settings, unpaid=changes[0].reason)
+        return Plan(verdict="none", reasons=[change.reason for change in changes])
+    change = owing[0]
+    if change.kind == "refund":
+        return _preview_refund(platform, module.snapshot(change, payload, None), order_file, settings)
+    order = module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
+                            money=settings.invoice_currency)
+    if change.kind == "cancellation":
+        return Plan(verdict="none", currency=order.currency, reasons=[
+            "A cancellation issues nothing: an order not yet invoiced is not invoiced, a draft is deleted, "
+            "and a final invoice stays (its refund becomes a credit note)."])
+    return plan_sale(order, settings)
+
+
+def _preview_refund(platform: str, source: dict, order_file, settings) -> Plan:
     module = PLATFORMS[platform]
     if order_file is None:
-        refund = module.to_refund(payload, store="preview", money=settings.invoice_currency)
+        refund = module.to_refund(source, store="preview", money=settings.invoice_currency)
         return Plan(verdict="hold", currency=str(refund.currency or ""), expected_total=refund.amount, reasons=[
             "A credit note corrects the order's invoice: give the paid order too (--order FILE)."])
     order_payload = _read_object(platform, order_file)
     order = module.to_order(order_payload, store="preview", tax_id_keys=settings.tax_id_keys,
                             money=settings.invoice_currency)
-    # Read against the order, as the worker reads it, so that the preview is what will be issued.
-    refund = module.to_refund(payload, store="preview", money=settings.invoice_currency,
+    # Read against the order and planned by the worker's own function, so that the preview is what
+    # will be issued; nothing else is credited yet.
+    refund = module.to_refund(source, store="preview", money=settings.invoice_currency,
                               taxes_included=order.taxes_included, order=order_payload)
-    sale = plan_sale(order, settings)
-    if sale.verdict != "issue":
-        why = " ".join(sale.reasons)
-        return Plan(verdict="none", currency=order.currency,
-                    reasons=[f"The order's own invoice would not be issued, so there is nothing to credit: {why}"])
-    return plan_credit_note(refund, order, settings, left_to_credit=order.total)
+    return plan_credit(refund, order, settings, already_credited=Decimal(0))
 
 
 def _read_object(platform: str, file) -> dict:
@@ -103,10 +111,7 @@ def _read_object(platform: str, file) -> dict:
     payload = json.load(file)
     if not isinstance(payload, dict):
         raise ValueError("the file does not hold a JSON object")
-    for key in PLATFORMS[platform].API_ENVELOPES:
-        if set(payload) == {key} and isinstance(payload[key], dict):
-            return payload[key]
-    return payload
+    return dict(PLATFORMS[platform].unwrap(payload))
 
 
 def preview(plan: Plan) -> dict:

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
-from connector import invoicing
+from connector import issuing, obligations
 from connector.extensions import db, get_queue
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent
 
@@ -69,7 +69,7 @@ def process_event(event_id: int) -> None:
     try:
         event = db.session.get(WebhookEvent, event_id)
         if event is not None:
-            invoicing.process_event(event, enqueue=enqueue_document,
+            obligations.process_event(event, enqueue=enqueue_document,
                                     client_factory=current_app.extensions["invoicexpress"])
     finally:
         db.session.remove()
@@ -79,7 +79,7 @@ def issue_document(document_id: int) -> str | None:
     """Job: issue, finalize and e-mail one document, resuming from its last recovery point."""
     try:
         client = current_app.extensions["invoicexpress"]()
-        return invoicing.issue(document_id, client, schedule_retry=enqueue_document)
+        return issuing.issue(document_id, client, schedule_retry=enqueue_document)
     finally:
         db.session.remove()
 
@@ -89,10 +89,10 @@ def sweep() -> dict[str, int]:
     try:
         # An event younger than one sweep interval is most likely still on its way through the queue.
         grace = timedelta(seconds=current_app.config["SWEEP_INTERVAL_SECONDS"])
-        events = [e for e in invoicing.stalled_events(grace) if not is_waiting(event_job_id(e.id))]
+        events = [e for e in obligations.stalled_events(grace) if not is_waiting(event_job_id(e.id))]
         for event in events:
             enqueue_event(event.id)
-        documents = [d for d in invoicing.stalled_documents() if not is_waiting(d.job_id)]
+        documents = [d for d in issuing.stalled_documents() if not is_waiting(d.job_id)]
         for document in documents:
             enqueue_document(document)
         cleared = clear_recovered_failures()

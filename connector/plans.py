@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from connector import fiscal
-from connector.invoicexpress import schemas
+from connector.invoicexpress import documents, schemas
 from connector.invoicexpress.countries import IX_COUNTRY_NAMES
 from connector.invoicexpress.totals import CENT, HALF_CENT, document_total, fit_unit_prices
 from connector.orders import Line, Order
@@ -23,8 +23,6 @@ UNIT_PRICE_PLACES = Decimal("0.0001")  # IX keeps 4 decimals of a unit price
 DISCOUNT_PLACES = Decimal("0.0001")
 RATE_PLACES = Decimal("0.000001")
 CONSUMER = "Consumidor final"
-PAID = ("paid", "partially_refunded")  # a later partial refund is a credit note, not a reason not to invoice
-DOCUMENT_TYPES = {"invoice_receipt": schemas.INVOICE_RECEIPT, "invoice": "invoices"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class Plan:
     verdict: str  # issue | hold | none
     reasons: list[str] = field(default_factory=list)  # why hold / none
     notes: list[str] = field(default_factory=list)  # what was decided on the owner's behalf
-    doc_type: str = schemas.INVOICE_RECEIPT
+    doc_type: str = documents.INVOICE_RECEIPT.path
     source_key: str = ""
     currency: str = "EUR"
     expected_total: Decimal | None = None
@@ -87,17 +85,18 @@ def sale_key(order_id: str) -> str:
     return f"order:{order_id}:receipt"
 
 
-def plan_sale(order: Order, settings: Settings, today: date | None = None) -> Plan:
-    """Decide what a paid-order event owes: one invoice receipt (or invoice), nothing, or a hold."""
-    plan = Plan(verdict="issue", doc_type=DOCUMENT_TYPES[settings.document_type],
+def plan_sale(order: Order, settings: Settings, today: date | None = None, unpaid: str | None = None) -> Plan:
+    """Decide what an order owes: one invoice receipt (or invoice), nothing, or a hold.
+
+    Whether the order is paid is its platform's to say (`changes`); `unpaid` is its reason when it is not.
+    """
+    plan = Plan(verdict="issue", doc_type=documents.FOR_SALES[settings.document_type].path,
                 source_key=sale_key(order.order_id), currency=order.currency, expected_total=order.total,
                 tax_rates=settings.tax_rates)
     if order.test and not settings.issue_test_orders:
         return _none(plan, "This is a test order; test orders are not invoiced (ISSUE_TEST_ORDERS).")
-    if order.financial_status == "refunded":
-        return _none(plan, "The order was fully refunded before it was invoiced.")
-    if order.financial_status not in PAID:
-        return _none(plan, f"The order is not paid (its payment status is '{order.financial_status}').")
+    if unpaid:
+        return _none(plan, unpaid)
 
     buyer_country = order.customer.address.country_code or order.ship_to_country
     tax_id = fiscal.parse_tax_id(order.customer.tax_id, buyer_country)
@@ -150,16 +149,16 @@ def customer_email(order: Order) -> str | None:
     return email if EMAIL_ADDRESS.fullmatch(email) else None
 
 
-def email_body(order: Order, doc_type: str = schemas.INVOICE_RECEIPT) -> dict | None:
+def email_body(order: Order, doc_type: str = documents.INVOICE_RECEIPT.path) -> dict | None:
     """The e-mail IX sends the order's customer with a document of `doc_type`, or None without an address."""
     email = customer_email(order)
     if not email:
         return None
-    if doc_type == schemas.CREDIT_NOTE:
+    if doc_type == documents.CREDIT_NOTE.path:
         return schemas.email_request(
             email, subject=f"Nota de crédito da encomenda {order.name}",
             body=f"Segue em anexo a nota de crédito do reembolso da encomenda {order.name}.")
-    kind = "fatura-recibo" if doc_type == schemas.INVOICE_RECEIPT else "fatura"
+    kind = "fatura-recibo" if doc_type == documents.INVOICE_RECEIPT.path else "fatura"
     return schemas.email_request(
         email,
         subject=f"{kind.capitalize()} da encomenda {order.name}",
@@ -317,11 +316,25 @@ def credit_note_key(refund_id: str) -> str:
     return f"refund:{refund_id}:credit_note"
 
 
+def plan_credit(refund, sale: Order, settings: Settings, already_credited: Decimal,
+                today: date | None = None) -> Plan:
+    """What a refund owes, for the worker and for preview alike: nothing when its order's own invoice would
+    not be issued, else the credit note against that invoice, with `already_credited` (other credit notes
+    of the same invoice) no longer left to credit."""
+    sale_plan = plan_sale(sale, settings, today)
+    if sale_plan.verdict == "none":
+        why = " ".join(sale_plan.reasons)
+        return Plan(verdict="none", currency=sale.currency,
+                    reasons=[f"The order's own invoice would not be issued, so there is nothing to credit: {why}"])
+    return plan_credit_note(refund, sale, settings, left_to_credit=sale_plan.expected_total - already_credited,
+                            today=today)
+
+
 def plan_credit_note(refund, sale: Order, settings: Settings, left_to_credit: Decimal,
                      today: date | None = None) -> Plan:
     """The credit note a refund owes against the sale's invoice: what was given back, line by line and
     VAT rate by VAT rate, never more than what is left to credit on that invoice."""
-    plan = Plan(verdict="issue", doc_type=schemas.CREDIT_NOTE, source_key=credit_note_key(refund.refund_id),
+    plan = Plan(verdict="issue", doc_type=documents.CREDIT_NOTE.path, source_key=credit_note_key(refund.refund_id),
                 currency=sale.currency, expected_total=refund.amount, tax_rates=settings.tax_rates)
     if refund.amount <= 0:
         return _none(plan, "The refund gave no money back.")

@@ -1,26 +1,26 @@
-"""Webhook intake: verify → store → commit → enqueue → reply. Never calls InvoiceXpress."""
+"""Webhook intake: delivery → verify → inbox → commit → enqueue → reply. Never calls InvoiceXpress."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
-import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector import jobs
 from connector.extensions import db
-from connector.models import EventStatus, Store, WebhookEvent
+from connector.inbox import find_or_create_store, take_in
+from connector.models import EventStatus
 from connector.platforms import PLATFORMS
+from connector.platforms.common import PING
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
 
-# A Shopify order nests about 6 levels; anything far deeper is not an order.
+# An order nests about 6 levels; anything far deeper is not an order.
 MAX_JSON_DEPTH = 32
 
 
@@ -39,6 +39,10 @@ def receive(platform_name: str):
         body = read_body(limit)
     except RequestEntityTooLarge:
         return answer(413, "too large", limit=limit)
+    delivery = platform.delivery(body, request.headers)
+    if delivery == PING:
+        # A platform checking the URL is alive (WooCommerce, when a webhook is created): unsigned, stored nowhere.
+        return answer(200, "ping")
     if not platform.verify(body, request.headers, secrets):
         logger.warning("webhook refused: bad signature platform=%s", platform_name)
         return answer(401, "invalid signature")
@@ -46,41 +50,19 @@ def receive(platform_name: str):
     if problem:
         return answer(400, "unreadable body", error=problem)
 
-    topic = platform.topic(request.headers)
-    domain = platform.store(request.headers) or "unknown"
+    topic, domain = delivery.topic, delivery.store or "unknown"
     for name, value, longest in (("topic", topic, 100), ("shop domain", domain, 255)):
         if len(value) > longest or not value.isprintable():
             return answer(400, "unreadable headers", error=f"the {name} header is not a {name}")
-    # A platform always sends an event id; the hash keeps a hand-made redelivery idempotent too, and
-    # stands in for an id too long or too odd to store.
-    key = platform.event_key(request.headers) or ""
-    if not key or len(key) > 200 or not key.isprintable():
-        key = "sha256:" + hashlib.sha256(topic.encode() + b"\0" + (key.encode() or body)).hexdigest()
-    acted_on = (platform.PAID_TOPIC, platform.REFUND_TOPIC, platform.CANCEL_TOPIC)
-    status = EventStatus.RECEIVED if topic in acted_on else EventStatus.IGNORED
-
     try:
-        store = find_or_create_store(platform_name, domain)
-        event = WebhookEvent(
-            store_id=store.id, platform=platform_name, event_key=key, topic=topic, body=body, status=status
-        )
-        db.session.add(event)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
-            logger.info("webhook duplicate platform=%s store=%s topic=%s", platform_name, domain, topic)
-            return answer(200, "duplicate")
+        event, duplicate = take_in(platform_name, domain, delivery.event_key, topic, body, delivery.acted_on)
     except SQLAlchemyError:
         db.session.rollback()
         logger.exception("webhook not stored: database unavailable platform=%s", platform_name)
         return answer(503, "database unavailable")
-
-    logger.info(
-        "webhook stored event=%s platform=%s store=%s topic=%s status=%s",
-        event.id, platform_name, domain, topic, status,
-    )
-    if status == EventStatus.RECEIVED:
+    if duplicate:
+        return answer(200, "duplicate")
+    if event.status == EventStatus.RECEIVED:
         jobs.enqueue_event(event.id)
         return answer(200, "accepted", event=event.id)
     return answer(200, "ignored", event=event.id)
@@ -135,17 +117,4 @@ def _deeper_than(value, limit: int) -> bool:
     return False
 
 
-def find_or_create_store(platform: str, domain: str) -> Store:
-    """The store row for (platform, domain), created on its first webhook."""
-    query = sa.select(Store).where(Store.platform == platform, Store.domain == domain)
-    store = db.session.scalar(query)
-    if store is not None:
-        return store
-    try:
-        with db.session.begin_nested():
-            store = Store(platform=platform, domain=domain)
-            db.session.add(store)
-    except IntegrityError:
-        # Two first webhooks of a store at once: the other one created it.
-        store = db.session.scalar(query)
-    return store
+__all__ = ["bp", "find_or_create_store", "read_body", "read_json"]

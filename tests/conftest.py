@@ -21,7 +21,7 @@ from rq.registry import ScheduledJobRegistry
 
 from connector import create_app
 from connector.extensions import db
-from connector.invoicing import init_invoicexpress
+from connector.issuing import init_invoicexpress
 from devtools.invoicexpress_sandbox import serve_in_thread
 
 # Hypothesis: in CI (which sets CI=true) the same examples every run, and a failure prints the blob that

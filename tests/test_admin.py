@@ -317,7 +317,7 @@ def test_lists_come_fifty_to_a_page_newest_first(admin, client):
 
 
 def test_a_held_order_retried_after_the_setting_is_fixed_is_issued(admin, client, post_order, queue):
-    from connector.invoicing import init_invoicexpress
+    from connector.issuing import init_invoicexpress
     from devtools.invoicexpress_sandbox import serve_in_thread
 
     document = held_order(admin, post_order, queue)

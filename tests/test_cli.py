@@ -13,7 +13,7 @@ import pytest
 import responses
 import sqlalchemy as sa
 
-from connector import invoicing
+from connector import issuing
 from connector.extensions import db
 from connector.plans import plan_sale
 from connector.platforms import shopify
@@ -120,7 +120,7 @@ def test_amounts_inside_request_bodies_are_json_numbers(app, preview, name):
     result = preview("shopify", str(SHOPIFY / name))
     assert result.exit_code == 0
     output = json.loads(result.stdout, parse_float=Decimal)
-    settings = invoicing.settings_for(None)
+    settings = issuing.settings_for(None)
     order = shopify.to_order(json.loads((SHOPIFY / name).read_text()), store="preview",
                              tax_id_keys=settings.tax_id_keys)
     planned = plan_sale(order, settings).create_body["invoice"]["items"]

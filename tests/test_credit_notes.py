@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from connector import invoicing, jobs
+from connector import issuing, jobs
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
 from tests.conftest import drain, fixture_body, run_scheduled_now
@@ -367,9 +367,9 @@ def clock(monkeypatch):
         def now(self):
             return real_now() + self.ahead
 
-    real_now = invoicing.utcnow
+    real_now = issuing.utcnow
     controlled = Clock()
-    monkeypatch.setattr(invoicing, "utcnow", controlled.now)
+    monkeypatch.setattr(issuing, "utcnow", controlled.now)
     return controlled
 
 

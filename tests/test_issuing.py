@@ -14,7 +14,7 @@ from rq.registry import ScheduledJobRegistry
 
 from connector import jobs
 from connector.extensions import db
-from connector.invoicing import take_lease
+from connector.issuing import take_lease
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
 from connector.plans import LISBON
 from tests.conftest import API_KEY, drain, fixture_body, run_scheduled_now

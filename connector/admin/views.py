@@ -16,7 +16,7 @@ from flask import abort, redirect, render_template, request, url_for
 from connector import jobs
 from connector.admin import bp, plain
 from connector.extensions import db
-from connector.invoicing import record
+from connector.issuing import record
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, as_utc
 from connector.plans import LISBON
 

@@ -16,11 +16,10 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
+from connector.invoicexpress import documents
+
 logger = logging.getLogger(__name__)
 
-DOCUMENT_TYPES = frozenset(
-    {"invoices", "invoice_receipts", "simplified_invoices", "credit_notes", "debit_notes"}
-)
 DEFAULT_STATUSES = ("draft", "sent", "settled", "canceled")
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 PER_PAGE = 30
@@ -406,14 +405,14 @@ def _unwrap(doc_type: str, payload: object) -> dict | None:
         return None
     if "id" in payload:
         return payload
-    for key in ("invoice", doc_type.removesuffix("s")):
+    for key in ("invoice", documents.BY_PATH[doc_type].key if doc_type in documents.BY_PATH else ""):
         if isinstance(payload.get(key), dict):
             return payload[key]
     return None
 
 
 def _checked_type(doc_type: str) -> str:
-    if doc_type not in DOCUMENT_TYPES:
+    if doc_type not in documents.BY_PATH:
         raise ValueError(f"unknown InvoiceXpress document type {doc_type!r}")
     return doc_type
 

@@ -8,10 +8,6 @@ from decimal import Decimal
 
 from marshmallow import Schema, fields, validate
 
-# The document types the connector issues (IX path segments) and their singular body names.
-INVOICE_RECEIPT = "invoice_receipts"
-CREDIT_NOTE = "credit_notes"
-
 
 @dataclass(frozen=True)
 class Client:

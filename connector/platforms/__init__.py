@@ -1,28 +1,50 @@
-"""The shop platforms we take webhooks from, each a module with the same small interface."""
+"""The shop platforms we take orders from, each a package with the same small interface (`Platform`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
 
 from connector.orders import Order, Refund
 from connector.platforms import shopify
+from connector.platforms.common import Change, Delivery
 
 
 class Platform(Protocol):
-    """What every module in this package provides."""
+    """What every package in this one provides; the core knows platforms only through it."""
 
-    PAID_TOPIC: str
-    REFUND_TOPIC: str
-    CANCEL_TOPIC: str
+    NAME: str
+    SECRET_SETTING: str  # the environment variable holding its webhook signing secrets
+    DEFAULT_TAX_ID_KEYS: tuple[str, ...]  # where its stores usually keep a buyer's tax number
+    PAID_TOPIC: str  # the topic a paid order usually comes as: what `preview` assumes without --topic
 
-    def verify(self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> bool: ...
-    def event_key(self, headers: Mapping[str, str]) -> str | None: ...
-    def topic(self, headers: Mapping[str, str]) -> str: ...
-    def store(self, headers: Mapping[str, str]) -> str: ...
-    def to_order(self, payload: Mapping, *, store: str, tax_id_keys: Sequence[str], money: str) -> Order: ...
-    def to_refund(self, payload: Mapping, *, store: str, money: str) -> Refund: ...
+    def delivery(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
+        """What a webhook delivery is (store, event key, topic), or `common.PING` for a liveness ping."""
+
+    def verify(self, body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> bool:
+        """Whether the delivery is signed with any of `secrets`."""
+
+    def changes(self, payload: Mapping, topic: str, settings: Any) -> list[Change]:
+        """What an event means for invoicing, in the order the core acts on it (may raise `LoadError`)."""
+
+    def snapshot(self, change: Change, payload: Mapping, api: Any) -> dict:
+        """The source data of a refund change (may call the platform's API: `PlatformUnavailable` is retried)."""
+
+    def to_order(self, payload: Mapping, *, store: str, tax_id_keys: Sequence[str], money: str) -> Order:
+        """The neutral order of an order payload (raises `LoadError`)."""
+
+    def to_refund(self, snapshot: Mapping, *, store: str, money: str, taxes_included: bool | None = None,
+                  order: Mapping | None = None) -> Refund:
+        """The neutral refund of a refund's snapshot, read against its order's payload when at hand."""
+
+    def unwrap(self, payload: Mapping) -> Mapping:
+        """The object a person pasted, with the platform's REST API envelope removed."""
+
+    def api_client(self, config: Mapping[str, Any]) -> Any:
+        """The platform API client `snapshot` uses, from the app's settings; None when there is none.
+
+        Not `api`: that name is each package's API client module (`<platform>/api.py`)."""
 
 
-PLATFORMS: dict[str, ModuleType] = {"shopify": shopify}
+PLATFORMS: dict[str, ModuleType] = {shopify.NAME: shopify}

@@ -17,6 +17,7 @@ import requests
 import responses
 
 from connector.invoicexpress import client as client_module
+from connector.invoicexpress import documents as documents_module
 from connector.invoicexpress.client import (
     MAX_RESPONSE_BYTES,
     Client,
@@ -696,15 +697,23 @@ def test_a_failed_call_is_logged_with_what_happened(ix, client, caplog):
 # --- boundaries ------------------------------------------------------------------------------------
 
 
-def test_client_module_imports_only_the_standard_library_and_requests():
-    source = Path(client_module.__file__).read_text()
+def top_level_imports(path) -> set[str]:
+    """The top-level names a module imports, and the full name of each `from connector… import`."""
     imported = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(ast.parse(Path(path).read_text())):
         if isinstance(node, ast.Import):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == {"requests"}
+            module = node.module or ""
+            imported.add(module if module.startswith("connector") else module.split(".")[0])
+    return imported
+
+
+def test_client_module_imports_only_the_standard_library_requests_and_the_document_types():
+    imported = top_level_imports(client_module.__file__)
+    assert imported - set(sys.stdlib_module_names) == {"requests", "connector.invoicexpress"}
+    # The one table of document types is itself plain Python.
+    assert top_level_imports(documents_module.__file__) - set(sys.stdlib_module_names) == set()
 
 
 @responses.activate

@@ -360,6 +360,7 @@ def to_order(
 ) -> Order:
     """Load an order webhook body (orders/paid, orders/create…) into an `Order`.
 
+    `tax_id_keys`: the cart attributes a tax number is looked for in (empty: `DEFAULT_TAX_ID_KEYS`).
     `money` picks the currency every amount is loaded in: "presentment" (default), what the customer
     paid in; "shop", the store's accounting currency (see the module docstring).
 
@@ -369,6 +370,7 @@ def to_order(
     """
     if money not in MONEY_SIDES:
         raise ValueError(f"money must be one of {', '.join(MONEY_SIDES)}, not {money!r}")
+    tax_id_keys = tax_id_keys or DEFAULT_TAX_ID_KEYS
     payload = printable(payload)
     prepared = _with_amounts(payload, MONEY_SIDES[money])
     if isinstance(payload, Mapping) and isinstance(prepared, dict):

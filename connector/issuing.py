@@ -1,5 +1,5 @@
-"""From a stored event to a document row, and the issuing state machine that gets it into InvoiceXpress
-exactly once (create → finalize → e-mail, a recovery point after each call)."""
+"""The issuing state machine: a document row into InvoiceXpress exactly once (lease, create → finalize →
+e-mail, a recovery point after each call, retries with backoff)."""
 
 from __future__ import annotations
 
@@ -17,33 +17,22 @@ from redis.exceptions import RedisError
 
 from config.settings import parse_store_settings
 from connector.extensions import db, get_queue, redis_from_url
-from connector.invoicexpress import schemas
-from connector.invoicexpress.client import Client, InvoiceXpressError, PermanentError, RetryableError
+from connector.invoicexpress import documents
+from connector.invoicexpress.client import Client, PermanentError, RetryableError
 from connector.invoicexpress.ratelimit import RateLimiter, RateLimitTimeout, account_key
-from connector.invoicexpress.schemas import CREDIT_NOTE
 from connector.models import (
     Document,
     DocumentEvent,
     DocumentState,
-    EventStatus,
     Store,
     WebhookEvent,
     as_utc,
     utcnow,
 )
 from connector.orders import Order, Refund
-from connector.plans import (
-    LISBON,
-    Plan,
-    Settings,
-    credit_note_key,
-    email_body,
-    plan_credit_note,
-    plan_sale,
-    proprietary_uid,
-    sale_key,
-)
+from connector.plans import LISBON, Plan, Settings, email_body, plan_credit, plan_sale, sale_key
 from connector.platforms import PLATFORMS
+from connector.platforms.common import Change, LoadError, PlatformRefused, PlatformUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +45,7 @@ TAXES_CACHE_SECONDS = 3600
 CHRONOLOGY_REFUSAL = re.compile(r"earlier|anterior", re.IGNORECASE)
 
 
-# --- Reading events ----------------------------------------------------------------------------
+# --- Reading documents' sources ----------------------------------------------------------------------------
 
 
 def settings_for(store: Store | None) -> Settings:
@@ -89,212 +78,39 @@ def plan_for(event: WebhookEvent, today=None) -> tuple[Order, Plan]:
     return order, plan_sale(order, settings, today)
 
 
-def load_refund(event: WebhookEvent, settings: Settings, sale: tuple[dict, Order] | None = None,
-                refund_id: str | None = None) -> Refund:
-    """The refund a stored event carries — the event itself, or entry `refund_id` of an order's refunds —
-    read against the sale's order (payload and loaded order) when we have it: its prices say whether
-    the refund's amounts include VAT, and its lines name what a bare refund line was."""
-    platform = PLATFORMS[event.platform]
-    payload = json.loads(event.body)
-    if event.topic != platform.REFUND_TOPIC:
-        payload = next(entry for entry in payload.get("refunds") or [] if str(entry.get("id")) == refund_id)
-    sale_payload, sale_order = sale if sale is not None else (None, None)
-    return platform.to_refund(payload, store=event.store.domain, money=settings.invoice_currency,
-                              taxes_included=sale_order.taxes_included if sale_order else None, order=sale_payload)
-
-
-def refunded_order_id(event: WebhookEvent) -> str | None:
-    """The order a refund event (or a cancelled order carrying refunds) belongs to."""
-    payload = json.loads(event.body)
-    if not isinstance(payload, dict):
-        return None
-    return payload.get("order_id" if event.topic == PLATFORMS[event.platform].REFUND_TOPIC else "id")
-
-
-def refunds_in_order(event: WebhookEvent, order: Order, settings: Settings) -> list[Refund]:
-    """The money-giving refunds an order payload lists (a cancellation carries the refund it made)."""
-    platform = PLATFORMS[event.platform]
-    payload = json.loads(event.body)
-    refunds = []
-    for entry in payload.get("refunds") or []:
-        refund = platform.to_refund(entry, store=event.store.domain, money=settings.invoice_currency,
-                                    taxes_included=order.taxes_included, order=payload)
-        if refund.amount > 0:
-            refunds.append(refund)
-    return refunds
-
-
-def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
-                  client_factory: Callable[[], Client] | None = None) -> Document | None:
-    """Turn a stored event into the document row it owes (once), or record why there is none."""
-    if event.status != EventStatus.RECEIVED:
-        return None
-    platform = PLATFORMS[event.platform]
-    settings = settings_for(event.store)
-    try:
-        if event.topic == platform.REFUND_TOPIC:
-            work = _refund_with_its_sale(event, settings)
-        else:
-            order = load_order(event, settings)
-            work = (order, refunds_in_order(event, order, settings)) if event.topic == platform.CANCEL_TOPIC \
-                else (order, plan_sale(order, settings))
-    except Exception as error:  # noqa: BLE001 - reading and planning do no I/O: retrying cannot help
-        # The platform's load error explains itself; anything else is named, so nothing waits forever.
-        note = str(error) if isinstance(error, ValueError) \
-            else f"The order could not be read ({type(error).__name__})."
-        event.status, event.note, event.processed_at = EventStatus.FAILED, note[:2000], utcnow()
-        db.session.commit()
-        logger.warning("event %s unreadable: %s", event.id, type(error).__name__)
-        return None
-    if event.topic == platform.REFUND_TOPIC:
-        return _process_refund(event, work, enqueue)
-    if event.topic == platform.CANCEL_TOPIC:
-        order, refunds = work
-        _process_cancellation(event, order, client_factory)
-        for refund in refunds:  # the same refund seen in refunds/create too still makes one credit note
-            _add_credit_note(event, refund, enqueue)
-        db.session.commit()
-        return None
-    order, plan = work
-    event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
-    if plan.verdict == "none":
-        event.note = " ".join(plan.reasons)
-        db.session.commit()
-        logger.info("event %s owes no document: %s", event.id, plan.reasons[0])
-        return None
-
-    document = db.session.scalar(
-        sa.select(Document).where(Document.store_id == event.store_id, Document.source_key == plan.source_key)
-    )
-    if document is not None:
-        event.note = f"Document {document.id} already covers this order."
-        db.session.commit()
-        return document
-    document = Document(
-        store_id=event.store_id, source_key=plan.source_key, event_id=event.id, doc_type=plan.doc_type,
-        order_ref=order.name[:255], total=str(plan.expected_total), currency=plan.currency,
-        proprietary_uid=proprietary_uid(event.platform, event.store.domain, plan.source_key),
-    )
-    try:
-        with db.session.begin_nested():
-            db.session.add(document)
-    except sa.exc.IntegrityError:
-        # A concurrent event for the same order won the race: its document is the one.
-        db.session.commit()
-        return None
-    if plan.verdict == "hold":
-        _hold(document, plan.reasons)
-    else:
-        record(document, "planned", " ".join([f"{plan.doc_type} for order {order.name}, total "
-                                              f"{plan.expected_total} {plan.currency}.", *plan.notes]))
-    db.session.commit()
-    logger.info("event %s → document %s (%s)", event.id, document.id, document.state)
-    if document.state == DocumentState.PENDING:
-        enqueue(document)
-    return document
-
-
-def _find(store_id: int, source_key: str) -> Document | None:
+def find_document(store_id: int, source_key: str) -> Document | None:
+    """The store's document row for one obligation (e.g. `order:5678:receipt`), if there is one."""
     return db.session.scalar(sa.select(Document).where(Document.store_id == store_id,
                                                        Document.source_key == source_key))
 
 
-def _add(document: Document) -> bool:
-    """Insert a document row; False when a concurrent event created the same obligation first."""
-    try:
-        with db.session.begin_nested():
-            db.session.add(document)
-    except sa.exc.IntegrityError:
-        return False
-    return True
+def refund_change(document: Document, settings: Settings) -> Change:
+    """The refund change of the credit note's event, as its platform reads the event again."""
+    event = document.event
+    refund_id = document.source_key.split(":")[1]
+    found = [change for change in PLATFORMS[event.platform].changes(json.loads(event.body), event.topic, settings)
+             if change.kind == "refund" and change.refund_id == refund_id]
+    if not found:
+        raise LoadError({"refund": [f"the event no longer names refund {refund_id}"]}, what="refund")
+    return found[0]
 
 
-def _refund_with_its_sale(event: WebhookEvent, settings: Settings) -> Refund:
-    order_id = refunded_order_id(event)
-    sale = _find(event.store_id, sale_key(order_id)) if order_id is not None else None
-    return load_refund(event, settings, read_order(sale.event, settings) if sale is not None else None)
-
-
-def _process_refund(event: WebhookEvent, refund: Refund, enqueue) -> Document | None:
-    """One credit note per refund, tied to the order's invoice (which it waits for if need be)."""
-    event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
-    document = _add_credit_note(event, refund, enqueue)
+def refund_source(document: Document, change: Change) -> dict:
+    """What the platform said about the credit note's refund: asked once (`snapshot`, which may call the
+    platform's API), stored on the row, and read from there on every later attempt."""
+    if document.snapshot is not None:
+        return json.loads(document.snapshot)
+    event = document.event
+    platform = PLATFORMS[event.platform]
+    source = platform.snapshot(change, json.loads(event.body), platform.api_client(current_app.config))
+    document.snapshot = json.dumps(source, ensure_ascii=False)
+    record(document, "snapshot", f"Refund {change.refund_id} read from {event.platform}.")
+    # Committed now: a later step's rollback (an IX retry) must not make the platform be asked again.
     db.session.commit()
-    return document
+    return source
 
 
-def _add_credit_note(event: WebhookEvent, refund: Refund, enqueue) -> Document | None:
-    key = credit_note_key(refund.refund_id)
-    if (existing := _find(event.store_id, key)) is not None:
-        event.note = f"Document {existing.id} already covers refund {refund.refund_id}."
-        return existing
-    sale = _find(event.store_id, sale_key(refund.order_id))
-    document = Document(
-        store_id=event.store_id, source_key=key, event_id=event.id, doc_type=CREDIT_NOTE,
-        order_ref=(sale.order_ref if sale else refund.order_name or f"order {refund.order_id}")[:255],
-        total=str(refund.amount), currency=(refund.currency or (sale.currency if sale else None)),
-        original_id=sale.id if sale else None,
-        proprietary_uid=proprietary_uid(event.platform, event.store.domain, key),
-    )
-    if not _add(document):
-        return None
-    record(document, "planned", f"Credit note for refund {refund.refund_id} of {document.order_ref}, "
-                                f"{refund.amount} given back.")
-    db.session.commit()
-    enqueue(document)
-    return document
-
-
-def _process_cancellation(event: WebhookEvent, order: Order, client_factory) -> None:
-    """A cancelled order: nothing is issued if nothing was, a draft is deleted, a final invoice stays
-    (its refund becomes a credit note)."""
-    key = sale_key(order.order_id)
-    document = _find(event.store_id, key)
-    if document is None:
-        # Cancelled before it was paid or before its payment reached us: an orders/paid arriving late
-        # finds this row and issues nothing.
-        document = Document(
-            store_id=event.store_id, source_key=key, event_id=event.id, doc_type=schemas.INVOICE_RECEIPT,
-            order_ref=order.name[:255], total=str(order.total), currency=order.currency,
-            state=DocumentState.CANCELED,
-            proprietary_uid=proprietary_uid(event.platform, event.store.domain, key),
-        )
-        if _add(document):
-            record(document, "canceled", "The order was cancelled before it was invoiced: nothing is issued.")
-        note = "The order was cancelled before it was invoiced: nothing is issued."
-    elif document.state in DocumentState.ISSUED or document.state == DocumentState.CANCELED:
-        note = (f"Document {document.id} is {document.state}: a cancellation changes nothing; "
-                "a refund becomes a credit note.")
-    else:
-        claimed = take_lease(document.id) if document.state in DocumentState.OPEN else document
-        if claimed is None:
-            raise RuntimeError(f"document {document.id} is being issued; the cancellation is tried again")
-        document = claimed
-        # A draft has no fiscal value: delete it rather than finalize it (a failed or held document
-        # may have one at IX too).
-        status = _delete_draft(document, client_factory()) if document.ix_id else None
-        if status in (None, "deleted"):
-            document.state, document.locked_until = DocumentState.CANCELED, None
-            # Its reason replaces the failure or hold it had, so that the lists say why it is cancelled.
-            document.last_error = ("The order was cancelled before its document was final"
-                                   + (": the draft was deleted." if status else "."))
-            record(document, "canceled", document.last_error)
-            note = f"Document {document.id} cancelled."
-        else:
-            # IX has it final after all (a finalize whose answer was lost): it is left as it is. An open
-            # one is handed back to the worker, which resumes from what IX has; a refund becomes a
-            # credit note.
-            document.locked_until, document.next_attempt_at = None, utcnow()
-            record(document, "warning", f"The order was cancelled, but its document is {status} at "
-                                        "InvoiceXpress, no draft: it is left as it is; a refund becomes a "
-                                        "credit note.")
-            note = f"Document {document.id} is {status} at InvoiceXpress: a cancellation changes nothing."
-    event.status, event.processed_at, event.note = EventStatus.PROCESSED, utcnow(), note
-    db.session.commit()
-    return None
-
-
-def _delete_draft(document: Document, client: Client) -> str:
+def delete_draft(document: Document, client: Client) -> str:
     """Delete the document's draft at IX; returns its status there afterwards ("deleted", or "final",
     "settled" or "canceled" when it was no draft)."""
     try:
@@ -309,7 +125,8 @@ def _delete_draft(document: Document, client: Client) -> str:
         return status
 
 
-def _hold(document: Document, reasons: list[str]) -> None:
+def hold(document: Document, reasons: list[str]) -> None:
+    """Hold the document for a person, saying why (committed with the step it belongs to)."""
     document.state = DocumentState.HELD
     document.last_error = " ".join(reasons)
     record(document, "held", document.last_error)
@@ -399,9 +216,17 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
     except WaitingForInvoice:
         _wait_for_invoice(document, schedule_retry)
     except RetryableError as error:
-        _retry_later(document, error, schedule_retry)
+        _retry_later(document, schedule_retry, f"InvoiceXpress did not answer properly ({error.message})",
+                     error.message, error.status, getattr(error, "retry_after", None),
+                     waiting_our_turn=error.status == 429 or isinstance(error, RateLimitTimeout))
     except PermanentError as error:
         _fail(document, f"InvoiceXpress refused the document: {error.message}", error.status)
+    except PlatformUnavailable as error:
+        _retry_later(document, schedule_retry, f"{document.store.platform} did not answer properly ({error})")
+    except PlatformRefused as error:
+        _fail(document, f"{document.store.platform} refused to give the refund's details: {error}")
+    except LoadError as error:
+        _fail(document, str(error))
     except Exception as error:
         # A bug or the database away: RQ records the traceback; the sweeper retries after a backoff.
         # Only the type is kept here, since driver messages can quote order data.
@@ -422,7 +247,7 @@ def _wait_for_invoice(document: Document, schedule_retry) -> None:
     document.attempts -= 1  # waiting is not a failed attempt
     document.locked_until = None
     if utcnow() - as_utc(document.created_at) > INVOICE_WAIT:
-        _hold(document, ["The order's invoice has not been issued by the connector in a week; issue or credit "
+        hold(document, ["The order's invoice has not been issued by the connector in a week; issue or credit "
                          "it by hand."])
         db.session.commit()
         return
@@ -460,13 +285,13 @@ def _walk(document: Document, client: Client) -> None:
         plan = plan_document(document)
         if plan.verdict == "issue":
             plan.reasons.extend(unknown_taxes(client, plan))
-        if plan.verdict == "none" and document.doc_type == CREDIT_NOTE:
+        if plan.verdict == "none" and document.doc_type == documents.CREDIT_NOTE.path:
             # Its reason replaces the one it waited with, so that the lists say why it is cancelled.
             document.state, document.last_error = DocumentState.CANCELED, " ".join(plan.reasons)
             record(document, "canceled", document.last_error)
             return
         if plan.verdict != "issue" or plan.reasons:
-            _hold(document, plan.reasons or ["The order no longer owes a document."])
+            hold(document, plan.reasons or ["The order no longer owes a document."])
             return
         found = _created_before(client, document, plan) if resuming else None
         if found is not None:
@@ -518,38 +343,48 @@ INVOICE_WAIT = timedelta(days=7)
 
 def plan_document(document: Document, today=None) -> Plan:
     """What this document row must be at IX, planned afresh from its event (and its invoice's)."""
-    if document.doc_type != CREDIT_NOTE:
+    if document.doc_type != documents.CREDIT_NOTE.path:
         return plan_for(document.event, today)[1]
     settings = settings_for(document.store)
-    sale = document.original or _find(document.store_id, sale_key(refunded_order_id(document.event)))
+    change = refund_change(document, settings)
+    sale = document.original or find_document(document.store_id, sale_key(change.order_id))
     if sale is not None and sale.state == DocumentState.CANCELED:
         return Plan(verdict="none", reasons=["The order's invoice was cancelled before it was issued: "
                                              "there is nothing to credit."])
+    source = refund_source(document, change)
     if sale is None or sale.state not in DocumentState.ISSUED:
         raise WaitingForInvoice()
-    document.original_id = sale.id
+    document.original_id, document.order_ref = sale.id, sale.order_ref
     sale_payload, sale_order = read_order(sale.event, settings)
-    refund = load_refund(document.event, settings, (sale_payload, sale_order),
-                         refund_id=document.source_key.split(":")[1])
+    refund = read_refund(document, source, settings, sale_payload, sale_order)
     credited = sum((Decimal(other.total) for other in db.session.scalars(
         sa.select(Document).where(Document.original_id == sale.id, Document.id != document.id,
+                                  Document.total.is_not(None),
                                   Document.state.not_in((DocumentState.FAILED, DocumentState.CANCELED,
                                                          DocumentState.HELD))))), Decimal(0))
-    plan = plan_credit_note(refund, sale_order, settings,
-                            left_to_credit=Decimal(sale.total) - credited, today=today)
+    plan = plan_credit(refund, sale_order, settings, already_credited=credited, today=today)
     if plan.create_body is not None:
         plan.create_body["invoice"]["owner_invoice_id"] = sale.ix_id
     return plan
 
 
+def read_refund(document: Document, source: dict, settings: Settings, sale_payload: dict,
+                sale_order: Order) -> Refund:
+    """The neutral refund of the credit note's stored source, read against its sale's order (whose prices
+    say whether the refund's amounts include VAT); the row's amount and currency follow it."""
+    platform = PLATFORMS[document.event.platform]
+    refund = platform.to_refund(source, store=document.store.domain, money=settings.invoice_currency,
+                                taxes_included=sale_order.taxes_included, order=sale_payload)
+    document.total = str(refund.amount)
+    document.currency = refund.currency or sale_order.currency
+    return refund
+
+
 def email_for(document: Document) -> dict | None:
     """The e-mail that goes with the document (to the order's customer), or None."""
     # A credit note goes to the customer of the order it refunds, whatever its plan would say today.
-    sale = document.original if document.doc_type == CREDIT_NOTE else document
+    sale = document.original if document.doc_type == documents.CREDIT_NOTE.path else document
     return email_body(load_order(sale.event, settings_for(document.store)), document.doc_type)
-
-
-IX_TYPE_NAMES = {"invoice_receipts": "InvoiceReceipt", "invoices": "Invoice", "credit_notes": "CreditNote"}
 
 
 def _created_before(client: Client, document: Document, plan: Plan) -> dict | None:
@@ -558,7 +393,7 @@ def _created_before(client: Client, document: Document, plan: Plan) -> dict | No
     invoice = plan.create_body["invoice"]
     candidates = [
         found for found in client.find_documents(reference=invoice["reference"],
-                                                 types=[IX_TYPE_NAMES[document.doc_type]])
+                                                 types=[documents.BY_PATH[document.doc_type].ix_type])
         if found.get("reference") == invoice["reference"]
         and (found.get("client") or {}).get("code") == invoice["client"]["code"]
         and found.get("status") not in ("canceled", "deleted")
@@ -635,34 +470,28 @@ def _step(document: Document, state: str, message: str) -> None:
     logger.info("document %s %s", document.id, state)
 
 
-def _retry_later(document: Document, error: InvoiceXpressError, schedule_retry) -> None:
+def _retry_later(document: Document, schedule_retry, problem: str, detail: str | None = None,
+                 status: int | None = None, retry_after: float | None = None,
+                 waiting_our_turn: bool = False) -> None:
+    """Try again after a backoff: IX, or the platform's API, did not answer properly this time."""
     db.session.rollback()
-    document.last_error = f"InvoiceXpress did not answer properly ({error.message}); retrying."
+    detail = detail or problem
+    document.last_error = f"{problem}; retrying."
     if document.attempts >= MAX_ATTEMPTS:
-        _fail(document, f"Gave up after {document.attempts} attempts: {error.message}", error.status)
+        _fail(document, f"Gave up after {document.attempts} attempts: {detail}", status)
         return
-    if error.status == 429 or isinstance(error, RateLimitTimeout):
+    if waiting_our_turn:
         document.attempts -= 1  # waiting our turn at IX is not a failed attempt
-    delay = backoff_seconds(document.attempts, getattr(error, "retry_after", None))
+    delay = backoff_seconds(document.attempts, retry_after)
     document.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    record(document, "retry", f"{error.message}; next attempt in {delay:.0f} s.", error.status)
-    logger.info("document %s retry in %.0fs after IX status %s", document.id, delay, error.status)
+    record(document, "retry", f"{detail}; next attempt in {delay:.0f} s.", status)
+    logger.info("document %s retry in %.0fs (status %s)", document.id, delay, status)
     document.locked_until = None
     db.session.commit()
     schedule_retry(document, delay)
 
 
 # --- Sweeping -----------------------------------------------------------------------------------
-
-
-def stalled_events(older_than: timedelta) -> list[WebhookEvent]:
-    """Paid-order events stored but not processed (their job was lost, or Redis was away)."""
-    cutoff = utcnow() - older_than
-    return list(db.session.scalars(
-        sa.select(WebhookEvent)
-        .where(WebhookEvent.status == EventStatus.RECEIVED, WebhookEvent.received_at < cutoff)
-        .order_by(WebhookEvent.id).limit(500)
-    ))
 
 
 def stalled_documents() -> list[Document]:

@@ -14,6 +14,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from connector import issuing, jobs
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, utcnow
+from connector.platforms import shopify
+from connector.platforms.common import PlatformRefused, PlatformUnavailable
 from tests.conftest import drain, fixture_body, run_scheduled_now
 
 
@@ -424,3 +426,72 @@ def test_a_draft_deletion_ix_did_but_answered_500_is_settled_on_the_next_try(san
     assert cancellation().status == EventStatus.PROCESSED
     jobs.sweep()
     assert FailedJobRegistry(queue=queue).get_job_ids() == []
+
+
+# --- a refund's source: read once by the worker, kept on its credit note -------------------------------
+
+
+def test_a_credit_notes_refund_is_read_once_and_kept_with_it(sandbox, post_order, queue, refund, monkeypatch):
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    refund("refund_partial_one_line.json")
+    drain(queue)
+
+    [note] = [d for key, d in documents().items() if key.startswith("refund:")]
+    assert note.state == DocumentState.DONE
+    timeline = [e.kind for e in db.session.scalars(
+        sa.select(DocumentEvent).where(DocumentEvent.document_id == note.id).order_by(DocumentEvent.id))]
+    # Planned when the event came, read when it was issued, once.
+    assert timeline.index("planned") < timeline.index("snapshot") and timeline.count("snapshot") == 1
+    assert json.loads(note.snapshot) == json.loads(fixture_body("refund_partial_one_line.json"))
+    assert note.total == "9.99"
+    # A later plan (a re-dated draft, say) reads the stored source, never the platform again.
+    monkeypatch.setattr(shopify, "snapshot", lambda *args: pytest.fail("the platform was asked again"))
+    assert issuing.plan_document(note).expected_total == Decimal("9.99")
+
+
+def test_a_platform_api_that_does_not_answer_is_retried_like_invoicexpress(sandbox, post_order, queue, refund,
+                                                                          monkeypatch):
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+    real_snapshot, calls = shopify.snapshot, []
+
+    def unavailable_twice(change, payload, api):
+        calls.append(change.refund_id)
+        if len(calls) <= 2:
+            raise PlatformUnavailable("timed out")
+        return real_snapshot(change, payload, api)
+
+    monkeypatch.setattr(shopify, "snapshot", unavailable_twice)
+    refund("refund_partial_one_line.json")
+    drain(queue)
+    [note] = [d for key, d in documents().items() if key.startswith("refund:")]
+    assert note.state == DocumentState.PENDING
+    assert "shopify did not answer properly (timed out)" in note.last_error
+    assert sandbox.documents() and not ix(sandbox, "CreditNote")
+
+    for _ in range(2):
+        run_scheduled_now(queue)
+        drain(queue)
+
+    db.session.expire_all()
+    note = db.session.get(Document, note.id)
+    assert note.state == DocumentState.DONE
+    assert len(calls) == 3
+    assert len(ix(sandbox, "CreditNote")) == 1
+    assert db.session.get(WebhookEvent, note.event_id).status == EventStatus.PROCESSED
+
+
+def test_a_refund_the_platform_refuses_to_show_fails_its_credit_note_saying_so(sandbox, post_order, queue,
+                                                                               refund, monkeypatch):
+    issue(post_order, queue, "paid_b2c_tax_included.json")
+
+    def refused(change, payload, api):
+        raise PlatformRefused("403 Forbidden")
+
+    monkeypatch.setattr(shopify, "snapshot", refused)
+    refund("refund_partial_one_line.json")
+    drain(queue)
+
+    [note] = [d for key, d in documents().items() if key.startswith("refund:")]
+    assert note.state == DocumentState.FAILED
+    assert "refused" in note.last_error and "403 Forbidden" in note.last_error
+    assert not ix(sandbox, "CreditNote")

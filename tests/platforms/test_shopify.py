@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector.orders import Address, Customer, Line, Order
-from connector.platforms import shopify
+from connector.platforms import common, shopify
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "shopify"
 STORE = "loja-exemplo.myshopify.com"
@@ -740,3 +740,82 @@ def test_fixture_loads_and_adds_up(case):
     assert (shop.currency, shop.total) == (order.shop_currency, order.shop_total)
     assert _adds_up(shop, payload, "shop_money")
     assert case["file"] in _UNCOMMENTED or payload["_comment"].strip()
+
+
+# --- the platform interface: what a delivery is, and what an event means ------------------------------
+
+
+def test_a_delivery_names_its_shop_event_and_topic_and_whether_it_can_owe_a_document():
+    headers = {"X-Shopify-Topic": "orders/paid", "X-Shopify-Shop-Domain": "Loja-Exemplo.myshopify.com",
+               "X-Shopify-Event-Id": "evt-9"}
+    delivery = shopify.delivery(BODY, headers)
+    assert (delivery.store, delivery.event_key, delivery.topic, delivery.acted_on) == (STORE, "evt-9",
+                                                                                       "orders/paid", True)
+    assert not shopify.delivery(BODY, {**headers, "X-Shopify-Topic": "products/update"}).acted_on
+    assert shopify.delivery(b"webhook_id=1", {}) != common.PING  # Shopify never pings: an empty delivery
+
+
+def test_a_paid_order_is_one_sale():
+    order = paid_order()
+    assert shopify.changes(order, shopify.PAID_TOPIC) == [common.Change(kind="sale", order_id=str(order["id"]))]
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("authorized_not_paid.json", "not paid (its payment status is 'authorized')"),
+    ("pending_bank_transfer.json", "not paid (its payment status is 'pending')"),
+    ("refunded_before_issue.json", "fully refunded before it was invoiced"),
+])
+def test_an_orders_paid_event_whose_order_is_not_paid_owes_nothing_and_says_why(name, words):
+    [change] = shopify.changes(load(name), shopify.PAID_TOPIC)
+    assert change.kind == "none"
+    assert words in change.reason
+
+
+def test_a_refund_event_is_one_refund_of_its_order():
+    refund = load("refund_partial_one_line.json")
+    assert shopify.changes(refund, shopify.REFUND_TOPIC) == [
+        common.Change(kind="refund", order_id=str(refund["order_id"]), refund_id=str(refund["id"]))]
+
+
+def test_a_refund_event_without_ids_is_a_load_error_naming_the_field():
+    with pytest.raises(shopify.LoadError, match="order_id"):
+        shopify.changes({"id": 5, "order_id": "5"}, shopify.REFUND_TOPIC)
+
+
+def test_a_cancellation_is_a_cancellation_and_a_refund_for_each_refund_that_gave_money_back():
+    payload = load("cancelled_after_payment.json")
+    changes = shopify.changes(payload, shopify.CANCEL_TOPIC)
+    assert changes[0] == common.Change(kind="cancellation", order_id=str(payload["id"]))
+    refunds = changes[1:]
+    assert refunds and all(c.kind == "refund" and c.order_id == str(payload["id"]) for c in refunds)
+    # Each refund's source is its entry of the order's refunds[]; the refunds/create body is its own.
+    for change in refunds:
+        assert str(shopify.snapshot(change, payload)["id"]) == change.refund_id
+    without_money = copy.deepcopy(payload)
+    for entry in without_money["refunds"]:
+        entry["transactions"] = []
+    assert shopify.changes(without_money, shopify.CANCEL_TOPIC) == changes[:1]
+
+
+def test_a_refund_events_source_is_its_body():
+    refund = load("refund_partial_one_line.json")
+    [change] = shopify.changes(refund, shopify.REFUND_TOPIC)
+    assert shopify.snapshot(change, refund) == refund
+
+
+def test_another_topic_owes_nothing_and_names_it():
+    [change] = shopify.changes(paid_order(), "orders/updated")
+    assert change.kind == "none" and "orders/updated" in change.reason
+
+
+def test_the_rest_apis_envelope_is_taken_off_and_nothing_else():
+    assert shopify.unwrap({"order": paid_order()}) == paid_order()
+    assert shopify.unwrap({"refund": {"id": 1}}) == {"id": 1}
+    two = {"order": paid_order(), "note": "x"}
+    assert shopify.unwrap(two) == two
+
+
+def test_no_tax_id_keys_means_shopifys_usual_ones():
+    payload = load("paid_with_discount_and_nif.json")
+    assert shopify.to_order(payload, store=STORE, tax_id_keys=()).customer.tax_id == \
+        shopify.to_order(payload, store=STORE).customer.tax_id

@@ -16,7 +16,7 @@ PLATFORM_SECRETS = {
 }
 # Platforms whose intake exists today; a secret for another one is refused rather than ignored,
 # so nobody believes their WooCommerce store is connected when it is not.
-SUPPORTED_PLATFORMS = ("shopify",)
+SUPPORTED_PLATFORMS = ("shopify", "woocommerce")
 
 # Rate (percent) → the IX account's tax name. IX's default PT account names; each account can differ.
 DEFAULT_TAX_NAMES = "23=IVA23,13=IVA13,6=IVA6,22=IVA22,12=IVA12,5=IVA5,16=IVA16,9=IVA9,4=IVA4,0=IVA0"
@@ -77,6 +77,17 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     elif urlsplit(base_url).scheme not in ("http", "https"):
         problems.append("INVOICEXPRESS_BASE_URL must be an http(s) URL")
 
+    woocommerce_url = env.get("WOOCOMMERCE_URL", "").rstrip("/")
+    if woocommerce_url and urlsplit(woocommerce_url).scheme not in ("http", "https"):
+        problems.append("WOOCOMMERCE_URL must be the shop's http(s) address, e.g. https://shop.example")
+    woocommerce_keys = [env.get(name, "") for name in ("WOOCOMMERCE_CONSUMER_KEY", "WOOCOMMERCE_CONSUMER_SECRET")]
+    if woocommerce_url and not all(woocommerce_keys):
+        problems.append("WOOCOMMERCE_URL is set: set WOOCOMMERCE_CONSUMER_KEY and WOOCOMMERCE_CONSUMER_SECRET too "
+                        "(a REST API key with Read access)")
+    shopify_api_base = env.get("SHOPIFY_API_BASE_URL", "").rstrip("/")
+    if shopify_api_base and urlsplit(shopify_api_base).scheme not in ("http", "https"):
+        problems.append("SHOPIFY_API_BASE_URL must be an http(s) URL")
+
     admin_password = env.get("ADMIN_PASSWORD") or None  # unset: the /admin pages are off
     if admin_password is not None and len(admin_password) < 12:
         problems.append("ADMIN_PASSWORD must be at least 12 characters")
@@ -99,6 +110,13 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": int(number("MAX_WEBHOOK_BYTES", 2 * 1024 * 1024, 1024)),
         "DOCUMENT_LEASE_SECONDS": number("DOCUMENT_LEASE_SECONDS", 90, 1),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 60, 1),
+        # Platforms' APIs, for refunds' lines and reconciliation (each optional).
+        "WOOCOMMERCE_URL": woocommerce_url,
+        "WOOCOMMERCE_CONSUMER_KEY": env.get("WOOCOMMERCE_CONSUMER_KEY", ""),
+        "WOOCOMMERCE_CONSUMER_SECRET": env.get("WOOCOMMERCE_CONSUMER_SECRET", ""),
+        "SHOPIFY_ACCESS_TOKEN": env.get("SHOPIFY_ACCESS_TOKEN", ""),
+        "SHOPIFY_API_BASE_URL": shopify_api_base,
+        "RECONCILE_INTERVAL_SECONDS": number("RECONCILE_INTERVAL_SECONDS", 600, 1),
         "LOG_LEVEL": _log_level(env, problems),
         "ADMIN_PASSWORD": admin_password,
     }

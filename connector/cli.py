@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from config.settings import ISSUING, parse_store_settings
-from connector import issuing, jobs
+from connector import issuing, jobs, reconcile
 from connector.extensions import db, get_queue
 from connector.inbox import find_or_create_store
 from connector.invoicexpress.client import encode_json
@@ -25,6 +25,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(preview_command)
     app.cli.add_command(sweep_command)
     app.cli.add_command(stores_command)
+    app.cli.add_command(reconcile.reconcile_command)
 
 
 @click.command("worker")

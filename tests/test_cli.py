@@ -228,11 +228,11 @@ def test_a_missing_file_fails_without_output(preview, tmp_path):
 
 
 def test_an_unknown_platform_fails_without_output(preview):
-    result = preview("woocommerce", str(SHOPIFY / "paid_mixed_rates.json"))
+    result = preview("stripe", str(SHOPIFY / "paid_mixed_rates.json"))
 
     assert result.exit_code != 0
     assert result.stdout == ""
-    assert "woocommerce" in result.stderr
+    assert "stripe" in result.stderr
 
 
 def test_preview_reads_standard_input(preview):

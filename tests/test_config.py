@@ -146,7 +146,7 @@ def test_a_secret_of_only_commas_enables_no_platform():
 
 @pytest.mark.parametrize(
     ("name", "platform"),
-    [("WOOCOMMERCE_WEBHOOK_SECRET", "woocommerce"), ("STRIPE_WEBHOOK_SECRET", "stripe")],
+    [("STRIPE_WEBHOOK_SECRET", "stripe")],
 )
 def test_secrets_of_platforms_not_supported_yet_are_refused(name, platform):
     lines = problems(env(**{name: "some-secret"}))
@@ -154,6 +154,36 @@ def test_secrets_of_platforms_not_supported_yet_are_refused(name, platform):
     assert len(lines) == 1
     assert name in lines[0]
     assert platform in lines[0] and "not supported yet" in lines[0]
+
+
+def test_woocommerce_alone_is_a_platform_enabled():
+    config = from_env(env(SHOPIFY_WEBHOOK_SECRET=None, WOOCOMMERCE_WEBHOOK_SECRET="new, old"))
+
+    assert config["WEBHOOK_SECRETS"] == {"woocommerce": ["new", "old"]}
+
+
+def test_woocommerce_rest_credentials_come_whole():
+    lines = problems(env(WOOCOMMERCE_URL="https://shop.example", WOOCOMMERCE_CONSUMER_KEY="ck_x"))
+
+    assert len(lines) == 1 and "WOOCOMMERCE_CONSUMER_SECRET" in lines[0]
+    assert "ck_x" not in lines[0]
+
+
+def test_woocommerce_rest_credentials_and_reconciliation_reach_the_app():
+    config = from_env(env(WOOCOMMERCE_URL="https://shop.example/", WOOCOMMERCE_CONSUMER_KEY="ck_x",
+                          WOOCOMMERCE_CONSUMER_SECRET="cs_y", RECONCILE_INTERVAL_SECONDS="120"))
+
+    assert config["WOOCOMMERCE_URL"] == "https://shop.example"
+    assert (config["WOOCOMMERCE_CONSUMER_KEY"], config["WOOCOMMERCE_CONSUMER_SECRET"]) == ("ck_x", "cs_y")
+    assert config["RECONCILE_INTERVAL_SECONDS"] == 120
+    assert from_env(env())["RECONCILE_INTERVAL_SECONDS"] == 600
+
+
+def test_a_woocommerce_url_that_is_no_web_address_is_refused():
+    lines = problems(env(WOOCOMMERCE_URL="shop.example", WOOCOMMERCE_CONSUMER_KEY="k",
+                         WOOCOMMERCE_CONSUMER_SECRET="s"))
+
+    assert len(lines) == 1 and "WOOCOMMERCE_URL" in lines[0]
 
 
 def test_an_unsupported_platform_alone_reports_both_problems():
@@ -228,7 +258,7 @@ def test_an_unknown_log_level_is_reported():
 
 
 def test_problems_of_different_settings_are_reported_together():
-    lines = problems(env(REDIS_URL=None, DOCUMENT_LEASE_SECONDS="abc", WOOCOMMERCE_WEBHOOK_SECRET="x"))
+    lines = problems(env(REDIS_URL=None, DOCUMENT_LEASE_SECONDS="abc", STRIPE_WEBHOOK_SECRET="x"))
 
     assert len(lines) == 3
 

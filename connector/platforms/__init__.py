@@ -7,7 +7,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from connector.orders import Order, Refund
-from connector.platforms import shopify
+from connector.platforms import shopify, woocommerce
 from connector.platforms.common import Change, Delivery
 
 
@@ -47,4 +47,4 @@ class Platform(Protocol):
         Not `api`: that name is each package's API client module (`<platform>/api.py`)."""
 
 
-PLATFORMS: dict[str, ModuleType] = {shopify.NAME: shopify}
+PLATFORMS: dict[str, ModuleType] = {shopify.NAME: shopify, woocommerce.NAME: woocommerce}

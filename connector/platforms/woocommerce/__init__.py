@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+from connector.platforms.woocommerce import poll as polling
 from connector.platforms.woocommerce.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
 from connector.platforms.woocommerce.refunds import snapshot, to_refund
 from connector.platforms.woocommerce.webhook import (
     NAME,
     SECRET_SETTING,
+    UPDATED_TOPIC,
     delivery,
     event_key,
     store,
     topic,
     verify,
 )
+
+# WooCommerce has no "paid" topic: a payment arrives as an update whose status is a paid one.
+PAID_TOPIC = UPDATED_TOPIC
+
+
+def api_client(config: Mapping[str, Any]):
+    """The REST client of the site the settings' credentials name (refunds' lines are read with it), or None."""
+    store = polling.configured_store(config)
+    return polling.api(config, store) if store else None
 
 
 def unwrap(payload: Mapping) -> Mapping:
@@ -25,7 +37,9 @@ def unwrap(payload: Mapping) -> Mapping:
 __all__ = [
     "DEFAULT_TAX_ID_KEYS",
     "NAME",
+    "PAID_TOPIC",
     "SECRET_SETTING",
+    "api_client",
     "changes",
     "delivery",
     "event_key",

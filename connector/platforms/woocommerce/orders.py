@@ -62,7 +62,10 @@ def changes(payload: Any, topic: str, settings: Any) -> list[common.Change]:
     order still says what it is, and `to_order` gives the clear reason later.
     """
     if not topic.startswith("order."):
-        return [_none(f"WooCommerce's '{topic or 'unnamed'}' webhook is not about an order: nothing is invoiced.")]
+        return [_none(f"WooCommerce's '{printable(topic) or 'unnamed'}' webhook is not about an order: "
+                      "nothing is invoiced.")]
+    # Its values go into the reasons people read and the database keeps (no lone surrogate, no control character).
+    payload = printable(payload)
     if not isinstance(payload, Mapping) or not _is_id(payload.get("id")):
         return [_none("The WooCommerce payload is not an order: nothing is invoiced.")]
     order_id = str(payload["id"])

@@ -24,15 +24,12 @@ import sqlalchemy as sa
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-pytest.importorskip("connector.platforms.woocommerce", reason="the WooCommerce platform package is not in yet")
-
-from connector import create_app, jobs  # noqa: E402
-from connector.extensions import db  # noqa: E402
-from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent  # noqa: E402
-from connector.platforms import PLATFORMS  # noqa: E402
-from tests.conftest import tables_of  # noqa: E402
-from tests.shopify_strategies import AMOUNTS, TEXTS, WRONG_VALUES, json_objects, json_values, paths  # noqa: E402
-from tests.test_fuzz_webhooks import (  # noqa: E402
+from connector import create_app, jobs
+from connector.extensions import db
+from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent
+from tests.conftest import tables_of
+from tests.shopify_strategies import AMOUNTS, TEXTS, WRONG_VALUES, json_objects, json_values, paths
+from tests.test_fuzz_webhooks import (
     bodies,
     check_answer_shape,
     control_text,
@@ -54,7 +51,7 @@ from tests.test_fuzz_webhooks import (  # noqa: E402
     very_long,
     wipe,
 )
-from tests.test_webhooks_woocommerce import (  # noqa: E402
+from tests.test_webhooks_woocommerce import (
     WOO_SECRET,
     WOO_SOURCE,
     WOO_STORE,
@@ -62,9 +59,6 @@ from tests.test_webhooks_woocommerce import (  # noqa: E402
     woo_order,
     woo_settings,
 )
-
-if "woocommerce" not in PLATFORMS:
-    pytest.skip("WooCommerce is not registered among the platforms yet", allow_module_level=True)
 
 URL = "/webhooks/woocommerce"
 SIGNATURE = "X-WC-Webhook-Signature"

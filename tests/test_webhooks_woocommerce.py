@@ -13,17 +13,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-pytest.importorskip("connector.platforms.woocommerce", reason="the WooCommerce platform package is not in yet")
-
-from connector import create_app, jobs  # noqa: E402
-from connector.extensions import db  # noqa: E402
-from connector.models import Document, DocumentState, EventStatus, WebhookEvent  # noqa: E402
-from connector.platforms import PLATFORMS  # noqa: E402
-from devtools import woocommerce_fake  # noqa: E402
-from tests.conftest import drain, settings, tables_of  # noqa: E402
-
-if "woocommerce" not in PLATFORMS:
-    pytest.skip("WooCommerce is not registered among the platforms yet", allow_module_level=True)
+from connector import create_app, jobs
+from connector.extensions import db
+from connector.models import Document, DocumentState, EventStatus, WebhookEvent
+from devtools import woocommerce_fake
+from tests.conftest import drain, settings, tables_of
 
 URL = "/webhooks/woocommerce"
 WOO_SECRET = "test-woocommerce-secret"

@@ -327,8 +327,6 @@ def woo_connector(clean_db, clean_redis, procs, woo_fake):
         clean_db, clean_redis, procs, WOOCOMMERCE_WEBHOOK_SECRET=WOO_SECRET, WOOCOMMERCE_URL=woo_fake.url,
         WOOCOMMERCE_CONSUMER_KEY=WOO_CONSUMER_KEY, WOOCOMMERCE_CONSUMER_SECRET=WOO_CONSUMER_SECRET,
         RECONCILE_INTERVAL_SECONDS="2",
-        # Short, so that the fake's "timeout" faults are timeouts to the connector within a test's time.
-        WOOCOMMERCE_TIMEOUT="2",
     )
     yield WooConnector(running, woo_fake)
     running.engine.dispose()

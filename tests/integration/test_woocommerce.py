@@ -10,13 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-pytest.importorskip("connector.platforms.woocommerce", reason="the WooCommerce platform package is not in yet")
-
-from connector.platforms import PLATFORMS  # noqa: E402
-from tests.test_webhooks_woocommerce import woo_order, woo_refund  # noqa: E402
-
-if "woocommerce" not in PLATFORMS:
-    pytest.skip("WooCommerce is not registered among the platforms yet", allow_module_level=True)
+from tests.test_webhooks_woocommerce import woo_order, woo_refund
 
 # The refund test waits out three retries of the issuing backoff (about 10, 20 and 40 s) and a read timeout.
 pytestmark = pytest.mark.timeout(300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from decimal import Decimal
@@ -16,8 +17,10 @@ from connector.extensions import db, get_queue
 from connector.inbox import find_or_create_store
 from connector.invoicexpress.client import encode_json
 from connector.models import Store
+from connector.orders import Order
 from connector.plans import Plan, plan_credit, plan_sale
 from connector.platforms import PLATFORMS
+from connector.platforms.common import LoadError, PlatformRefused
 
 
 def init_app(app: Flask) -> None:
@@ -69,25 +72,78 @@ def preview_command(platform: str, file, topic: str | None, order_file) -> None:
 def _preview_plan(platform: str, payload: dict, topic: str, order_file, settings) -> Plan:
     """What the worker would plan for the event's first change that owes something (or why none does)."""
     module = PLATFORMS[platform]
+    if _is_pasted_refund(platform, payload):
+        # A platform without a refund topic (WooCommerce) is previewed from its REST refund object.
+        return _preview_refund(platform, payload, order_file, settings)
     changes = module.changes(payload, topic, settings)
     owing = [change for change in changes if change.kind != "none"]
     if not owing:
+        # Owing nothing is an answer about an order: anything else pasted (a product, a coupon, `{}`) is
+        # not a readable event, and loading it as an order says why.
+        order = _order(module, payload, settings)
         if len(changes) == 1 and changes[0].order_id:
             # An order that owes nothing (not paid): planned as the order it is, for its totals.
-            order = module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
-                                    money=settings.invoice_currency)
             return plan_sale(order, settings, unpaid=changes[0].reason)
-        return Plan(verdict="none", reasons=[change.reason for change in changes])
+        return Plan(verdict="none", currency=order.currency, expected_total=order.total,
+                    reasons=[change.reason for change in changes])
     change = owing[0]
     if change.kind == "refund":
         return _preview_refund(platform, module.snapshot(change, payload, None), order_file, settings)
-    order = module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
-                            money=settings.invoice_currency)
     if change.kind == "cancellation":
-        return Plan(verdict="none", currency=order.currency, reasons=[
+        plan = Plan(verdict="none", currency=_currency(module, payload, settings), reasons=[
             "A cancellation issues nothing: an order not yet invoiced is not invoiced, a draft is deleted, "
             "and a final invoice stays (its refund becomes a credit note)."])
-    return plan_sale(order, settings)
+    else:
+        plan = plan_sale(_order(module, payload, settings), settings)
+    plan.notes.extend(_refund_notes(platform, payload, [c for c in owing[1:] if c.kind == "refund"]))
+    return plan
+
+
+def _order(module, payload: dict, settings) -> Order:
+    return module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
+                           money=settings.invoice_currency)
+
+
+def _currency(module, payload: dict, settings) -> str:
+    """The order's currency, where the body is a whole order (a deletion's may hold only the order's id)."""
+    try:
+        return _order(module, payload, settings).currency
+    except LoadError:
+        return Plan(verdict="none").currency
+
+
+def _is_pasted_refund(platform: str, payload: dict) -> bool:
+    """Whether the platform tells the pasted object for a refund by its shape (where it has no refund topic).
+
+    Asked of the platform's refunds module (`connector/platforms/<platform>/refunds.py`), as reconciliation
+    finds its poll module, unless the package itself answers.
+    """
+    module = PLATFORMS[platform]
+    recognise = getattr(module, "is_refund", None)
+    if recognise is None:
+        refunds_module = importlib.import_module(f"connector.platforms.{platform}.refunds")
+        recognise = getattr(refunds_module, "is_refund", None)
+    return bool(recognise and recognise(payload))
+
+
+def _refund_notes(platform: str, payload: dict, refunds: list) -> list[str]:
+    """What the order's refunds will become, and how to preview each credit note."""
+    module = PLATFORMS[platform]
+    notes = []
+    for change in refunds:
+        said = (f"Refund {change.refund_id} will become a credit note on this order's invoice, "
+                "once the invoice is issued.")
+        try:
+            module.snapshot(change, payload, None)
+        except PlatformRefused:
+            # Its lines are only in the platform's REST API, which preview never calls.
+            notes.append(f"{said} Its lines come from the shop's REST API: save refund {change.refund_id} of "
+                         f"order {change.order_id} as the API returns it, and preview its credit note with "
+                         f"`flask --app wsgi preview {platform} REFUND_FILE --order ORDER_FILE` "
+                         "(ORDER_FILE: this order).")
+        else:
+            notes.append(said)
+    return notes
 
 
 def _preview_refund(platform: str, source: dict, order_file, settings) -> Plan:
@@ -97,13 +153,18 @@ def _preview_refund(platform: str, source: dict, order_file, settings) -> Plan:
         return Plan(verdict="hold", currency=str(refund.currency or ""), expected_total=refund.amount, reasons=[
             "A credit note corrects the order's invoice: give the paid order too (--order FILE)."])
     order_payload = _read_object(platform, order_file)
-    order = module.to_order(order_payload, store="preview", tax_id_keys=settings.tax_id_keys,
-                            money=settings.invoice_currency)
+    order = _order(module, order_payload, settings)
     # Read against the order and planned by the worker's own function, so that the preview is what
     # will be issued; nothing else is credited yet.
     refund = module.to_refund(source, store="preview", money=settings.invoice_currency,
                               taxes_included=order.taxes_included, order=order_payload)
-    return plan_credit(refund, order, settings, already_credited=Decimal(0))
+    plan = plan_credit(refund, order, settings, already_credited=Decimal(0))
+    others = sorted({change.refund_id for change in module.changes(order_payload, module.PAID_TOPIC, settings)
+                     if change.kind == "refund" and change.refund_id != refund.refund_id})
+    if others:
+        plan.notes.append(f"Counted as the order's only credit note: its other refunds ({', '.join(others)}) "
+                          "leave less to credit once their credit notes are issued.")
+    return plan
 
 
 def _read_object(platform: str, file) -> dict:

@@ -27,6 +27,15 @@ REFUNDED_ITEM = "_refunded_item_id"
 _ORDER_LINK = re.compile(r"/orders/(\d+)/?$")
 
 
+def is_refund(payload: Any) -> bool:
+    """Whether a pasted object is a REST refund object (orders/{id}/refunds/{refund_id}) rather than an order.
+
+    Told by its shape: a refund has an `amount` and neither the order's `status` nor its `total`.
+    """
+    return (isinstance(payload, Mapping) and orders._is_id(payload.get("id")) and "amount" in payload
+            and "status" not in payload and "total" not in payload)
+
+
 def snapshot(change: common.Change, payload: Mapping, api: Any) -> dict:
     """What the change needs that the webhook body lacks: for a refund, its REST refund object.
 

@@ -331,3 +331,179 @@ def test_other_commands_without_the_settings_say_what_is_missing():
     assert "DATABASE_URL is not set" in result.stderr
     assert "REDIS_URL is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- WooCommerce: an order as its webhook or REST API gives it, and a refund as its REST API gives it ---
+
+WOOCOMMERCE = FIXTURES / "woocommerce"
+WOO_PAID = ["paid_b2c_prices_include_tax.json", "paid_b2b_with_nif_meta.json"]
+WOO_ORDER = WOOCOMMERCE / "refunded_partial.json"  # the order both refund objects belong to
+
+
+def woo(name: str) -> dict:
+    return json.loads((WOOCOMMERCE / name).read_text())
+
+
+def body_total(app, request: dict) -> Decimal:
+    """What IX will compute from a create request's items, with the planning settings' tax rates."""
+    from connector.invoicexpress.totals import document_total
+
+    with app.app_context():
+        rates = issuing.settings_for(None).tax_rates
+    return document_total(request["body"]["invoice"]["items"], rates)
+
+
+def test_woocommerce_fixtures_cover_both_tax_bases():
+    assert {woo(name)["prices_include_tax"] for name in WOO_PAID} == {True, False}
+
+
+@pytest.mark.parametrize("name", WOO_PAID)
+def test_a_paid_woocommerce_order_previews_the_invoice_for_what_was_paid(app, preview, name):
+    order = woo(name)
+    output = shown(preview("woocommerce", str(WOOCOMMERCE / name)))
+    create, finalize, email = output["requests"]
+
+    assert set(output) == KEYS
+    assert (output["platform"], output["topic"]) == ("woocommerce", "order.updated")
+    assert output["verdict"] == "issue"
+    assert output["expected_total"] == output["computed_total"] == order["total"]
+    assert (create["method"], create["path"]) == ("POST", "/invoice_receipts.json")
+    assert body_total(app, create) == Decimal(order["total"])
+    assert create["body"]["invoice"]["reference"] == f"#{order['number']}"
+    assert str(order["id"]) in create["body"]["proprietary_uid"]
+    assert finalize["path"] == "/invoice_receipts/{id}/change-state.json"
+    assert email["body"]["message"]["client"]["email"] == order["billing"]["email"]
+
+
+def test_a_woocommerce_order_is_the_same_whether_pasted_from_its_webhook_or_read_from_standard_input(preview):
+    path = WOOCOMMERCE / "paid_b2c_prices_include_tax.json"
+
+    assert shown(preview("woocommerce", "-", input=path.read_bytes())) == shown(preview("woocommerce", str(path)))
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("on_hold.json", "on hold"),
+    ("completed_without_date_paid.json", "no payment date"),
+])
+def test_a_woocommerce_order_not_paid_owes_nothing_and_says_why(preview, name, words):
+    output = shown(preview("woocommerce", str(WOOCOMMERCE / name)))
+
+    assert set(output) == KEYS
+    assert output["verdict"] == "none"
+    assert output["requests"] == []
+    assert output["computed_total"] is None
+    assert len(output["reasons"]) == 1 and words in output["reasons"][0]
+    assert f"#{woo(name)['number']}" in output["reasons"][0]
+
+
+@pytest.mark.parametrize("refund_name", ["refund_line_items.json", "refund_amount_only.json"])
+def test_a_woocommerce_refund_with_its_order_previews_the_credit_note_for_the_refunded_amount(
+        app, preview, refund_name):
+    refund = woo(refund_name)
+    output = shown(preview("woocommerce", str(WOOCOMMERCE / refund_name), "--order", str(WOO_ORDER)))
+    create, finalize, *_ = output["requests"]
+
+    assert output["verdict"] == "issue"
+    assert output["expected_total"] == output["computed_total"] == refund["amount"]
+    assert (create["method"], create["path"]) == ("POST", "/credit_notes.json")
+    assert body_total(app, create) == Decimal(refund["amount"])
+    assert f"refund:{refund['id']}:credit_note" in create["body"]["proprietary_uid"]
+    assert create["body"]["invoice"]["reference"] == f"#{woo('refunded_partial.json')['number']} R{refund['id']}"
+    assert finalize["path"] == "/credit_notes/{id}/change-state.json"
+
+
+def test_a_refund_of_lines_credits_those_lines_and_the_shipping(preview):
+    output = shown(preview("woocommerce", str(WOOCOMMERCE / "refund_line_items.json"), "--order", str(WOO_ORDER)))
+    items = output["requests"][0]["body"]["invoice"]["items"]
+
+    assert [(item["name"], item["quantity"]) for item in items] == [("CAN-AZUL", 1), ("shipping", 1)]
+    assert output["reasons"] == []
+
+
+def test_an_amount_only_refund_is_spread_over_the_invoice_and_other_refunds_are_named(preview):
+    output = shown(preview("woocommerce", str(WOOCOMMERCE / "refund_amount_only.json"), "--order", str(WOO_ORDER)))
+    [item] = output["requests"][0]["body"]["invoice"]["items"]
+
+    assert item["tax"]["name"] == "IVA23"  # the order's only VAT rate
+    # The order already lists refund 1301: its credit note would leave less to credit.
+    assert len(output["reasons"]) == 1 and "1301" in output["reasons"][0]
+
+
+def test_a_woocommerce_refund_without_its_order_asks_for_the_paid_order(preview):
+    output = shown(preview("woocommerce", str(WOOCOMMERCE / "refund_line_items.json")))
+
+    assert set(output) == KEYS
+    assert output["verdict"] == "hold"
+    assert output["requests"] == []
+    assert output["expected_total"] == woo("refund_line_items.json")["amount"]
+    assert len(output["reasons"]) == 1
+    assert "give the paid order too" in output["reasons"][0] and "--order" in output["reasons"][0]
+
+
+def test_a_woocommerce_refund_given_another_order_fails_with_one_line(preview):
+    result = preview("woocommerce", str(WOOCOMMERCE / "refund_line_items.json"),
+                     "--order", str(WOOCOMMERCE / "paid_b2c_prices_include_tax.json"))
+
+    assert result.exit_code != 0
+    assert result.stdout == ""
+    error = result.stderr.strip()
+    assert error and "\n" not in error and "another order" in error
+
+
+def test_an_order_with_refunds_previews_its_sale_and_says_how_to_preview_each_credit_note(preview):
+    order = woo("refunded_partial.json")
+    output = shown(preview("woocommerce", str(WOO_ORDER)))
+
+    assert output["verdict"] == "issue"
+    assert output["expected_total"] == output["computed_total"] == order["total"]
+    assert output["requests"][0]["path"] == "/invoice_receipts.json"
+    [note] = output["reasons"]
+    [refund] = order["refunds"]
+    assert f"Refund {refund['id']} will become a credit note" in note
+    assert "flask --app wsgi preview woocommerce REFUND_FILE --order ORDER_FILE" in note
+
+
+def test_a_cancelled_woocommerce_order_issues_nothing(preview):
+    output = shown(preview("woocommerce", str(WOOCOMMERCE / "cancelled.json")))
+
+    assert output["verdict"] == "none"
+    assert output["requests"] == []
+    assert "cancellation" in output["reasons"][0].lower()
+
+
+@pytest.mark.parametrize(
+    ("filename", "content"),
+    [
+        ("notes.txt", b"this is not json\nat all\n"),
+        ("empty.json", b""),
+        ("list.json", b"[1, 2, 3]"),
+        ("empty_object.json", b"{}"),
+        ("product.json", b'{"id": 88, "name": "Caneca", "type": "variable", "price": "12.30"}'),
+        ("coupon.json", b'{"id": 7, "code": "natal", "amount": "5.00", "discount_type": "percent"}'),
+        ("bad_lines.json", b'{"id": 1, "status": "processing", "currency": "EUR", "total": "1.00", '
+                           b'"prices_include_tax": true, "date_paid": "2025-01-01T00:00:00", "line_items": "x"}'),
+        ("bad_refund.json", b'{"id": 9, "amount": "many", "line_items": []}'),
+    ],
+)
+def test_a_file_that_is_no_woocommerce_order_or_refund_fails_with_one_line(preview, tmp_path, filename, content):
+    path = tmp_path / filename
+    path.write_bytes(content)
+
+    result = preview("woocommerce", str(path))
+
+    assert result.exit_code != 0
+    assert result.stdout == ""
+    error = result.stderr.strip()
+    assert error and "\n" not in error
+    assert filename in error
+    assert "Traceback" not in result.stderr
+
+
+def test_a_woocommerce_refund_previews_with_no_database_redis_or_platform_settings():
+    result = flask_command("preview", "woocommerce", str(WOOCOMMERCE / "refund_line_items.json"),
+                           "--order", str(WOO_ORDER))
+
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["verdict"] == "issue"
+    assert output["expected_total"] == output["computed_total"] == woo("refund_line_items.json")["amount"]

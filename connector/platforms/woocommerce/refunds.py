@@ -30,10 +30,11 @@ _ORDER_LINK = re.compile(r"/orders/(\d+)/?$")
 def is_refund(payload: Any) -> bool:
     """Whether a pasted object is a REST refund object (orders/{id}/refunds/{refund_id}) rather than an order.
 
-    Told by its shape: a refund has an `amount` and neither the order's `status` nor its `total`.
+    Told by its shape: a refund has an `amount` and `line_items` (a coupon has no lines), and neither the
+    order's `status` nor its `total`.
     """
     return (isinstance(payload, Mapping) and orders._is_id(payload.get("id")) and "amount" in payload
-            and "status" not in payload and "total" not in payload)
+            and isinstance(payload.get("line_items"), list) and "status" not in payload and "total" not in payload)
 
 
 def snapshot(change: common.Change, payload: Mapping, api: Any) -> dict:

@@ -1,10 +1,12 @@
-"""The operator pages: what needs a person, a document's timeline, webhook events, and retrying."""
+"""The operator pages: what needs a person, a document's timeline, webhook events, reconciliation, retrying."""
 
 from __future__ import annotations
 
 import base64
 import logging
+from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +15,7 @@ from rq import SimpleWorker
 
 from config import ConfigError, from_env
 from connector.extensions import db
-from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent
+from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, Watermark, WebhookEvent
 from tests.conftest import fixture_body, settings
 
 PASSWORD = "correct horse battery staple"
@@ -78,7 +80,7 @@ def test_without_a_password_every_admin_url_is_not_found(app, client):
     app.config["ADMIN_PASSWORD"] = None
     make_document(DocumentState.HELD)
 
-    for url in ("/admin/", "/admin/events", "/admin/documents/1"):
+    for url in ("/admin/", "/admin/events", "/admin/documents/1", "/admin/stores"):
         answer = client.get(url, headers=AUTH)
         assert answer.status_code == 404
         assert "WWW-Authenticate" not in answer.headers
@@ -96,7 +98,7 @@ def test_without_a_password_every_admin_url_is_not_found(app, client):
     {"Authorization": f"Bearer {PASSWORD}"},
 ])
 def test_missing_or_wrong_credentials_are_refused_with_a_challenge(admin, client, headers):
-    for url in ("/admin/", "/admin/events", "/admin/documents/1"):
+    for url in ("/admin/", "/admin/events", "/admin/documents/1", "/admin/stores"):
         answer = client.get(url, headers=headers)
         assert answer.status_code == 401
         assert answer.headers["WWW-Authenticate"] == 'Basic realm="connector"'
@@ -336,3 +338,111 @@ def test_a_held_order_retried_after_the_setting_is_fixed_is_issued(admin, client
     document = db.session.get(Document, document.id)
     assert document.state == DocumentState.DONE
     assert document.sequence_number
+
+
+# --- What reconciliation found ---------------------------------------------------------------------------
+
+FOUND = "found by reconciliation"
+LISBON = ZoneInfo("Europe/Lisbon")
+
+
+def make_event(source: str, number: int, topic: str = "order.updated", status: str = EventStatus.PROCESSED,
+               store: Store | None = None) -> WebhookEvent:
+    store = store or db.session.scalar(sa.select(Store)) or Store(platform="woocommerce", domain="loja.exemplo.pt")
+    event = WebhookEvent(store=store, platform=store.platform, event_key=f"key-{number}", topic=topic,
+                         body=b"{}", status=status, source=source)
+    db.session.add(event)
+    db.session.commit()
+    return event
+
+
+def rows(page: str) -> list[str]:
+    """The table's body rows, header left out."""
+    return page.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:] if "<tbody>" in page else []
+
+
+def lisbon(moment: datetime) -> str:
+    return moment.replace(tzinfo=UTC).astimezone(LISBON).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_the_events_list_says_how_each_event_arrived(admin, client):
+    make_event("webhook", 1, topic="order.created")
+    make_event("poll", 2, topic="order.updated")
+
+    page = client.get("/admin/events", headers=AUTH).get_data(as_text=True)
+
+    by_topic = {("order.created" in row, "order.updated" in row): row for row in rows(page)}
+    assert FOUND not in by_topic[(True, False)] and ">webhook<" in by_topic[(True, False)]
+    assert FOUND in by_topic[(False, True)]
+
+
+def test_the_events_list_filters_to_those_found_by_reconciliation(admin, client):
+    make_event("webhook", 1, topic="order.created")
+    make_event("poll", 2, topic="order.updated")
+    make_event("poll", 3, topic="order.deleted", status=EventStatus.FAILED)
+
+    everything = client.get("/admin/events", headers=AUTH).get_data(as_text=True)
+    found = client.get("/admin/events?source=poll", headers=AUTH).get_data(as_text=True)
+    found_and_failed = client.get("/admin/events?source=poll&status=failed", headers=AUTH).get_data(as_text=True)
+
+    assert len(rows(everything)) == 3
+    assert f"{FOUND} 2" in everything  # the filter's link, with how many it holds
+    assert len(rows(found)) == 2 and "order.created" not in found
+    assert "webhook is disabled or failing" in " ".join(found.split())
+    assert "all 2" in found  # the status counts are of the events shown
+    assert len(rows(found_and_failed)) == 1 and "order.deleted" in found_and_failed
+    assert "source=poll" in found_and_failed and "status=failed" in found_and_failed
+    assert client.get("/admin/events?source=email", headers=AUTH).status_code == 400
+
+
+def test_the_filter_to_what_reconciliation_found_keeps_its_pages(admin, client):
+    for number in range(1, 52):
+        make_event("poll", number)
+    make_event("webhook", 99, topic="order.created")
+
+    first = client.get("/admin/events?source=poll", headers=AUTH).get_data(as_text=True)
+    second = client.get("/admin/events?source=poll&page=2", headers=AUTH).get_data(as_text=True)
+
+    assert len(rows(first)) == 50 and "page 1 of 2" in first
+    assert "page=2" in first and "source=poll" in first
+    assert len(rows(second)) == 1 and "order.created" not in second
+
+
+def test_a_documents_page_says_its_event_was_found_by_reconciliation(admin, client):
+    polled = make_document(DocumentState.DONE, number=1)
+    polled.event.source = "poll"
+    db.session.commit()
+    delivered = make_document(DocumentState.DONE, number=2)
+
+    assert FOUND in client.get(f"/admin/documents/{polled.id}", headers=AUTH).get_data(as_text=True)
+    assert FOUND not in client.get(f"/admin/documents/{delivered.id}", headers=AUTH).get_data(as_text=True)
+
+
+def test_the_stores_page_shows_each_stores_watermark_last_run_found_count_and_error(admin, client):
+    polled = Store(platform="woocommerce", domain="loja.exemplo.pt")
+    quiet = Store(platform="shopify", domain="quiet.myshopify.com")
+    reached, ran = datetime(2025, 11, 24, 11, 2, 47), datetime(2025, 11, 24, 11, 10, 0)
+    db.session.add_all([polled, quiet, Watermark(store=polled, reached=reached, last_run_at=ran, last_found=3,
+                                                 last_error="WooCommerce GET orders: HTTP 503 <b>busy</b>")])
+    db.session.commit()
+    for number in range(3):
+        make_event("poll", number, store=polled)
+    make_event("webhook", 9, store=quiet)
+
+    page = client.get("/admin/stores", headers=AUTH).get_data(as_text=True)
+    polled_row, quiet_row = rows(page)
+
+    assert "loja.exemplo.pt" in polled_row and "woocommerce" in polled_row
+    assert lisbon(reached) in polled_row and lisbon(ran) in polled_row
+    assert '<td class="num">3</td>' in polled_row  # the last pass's count
+    assert "source=poll" in polled_row  # its events found by reconciliation, one click away
+    assert str(escape("HTTP 503 <b>busy</b>")) in polled_row and "<b>busy</b>" not in polled_row
+    assert "quiet.myshopify.com" in quiet_row and "never reconciled" in quiet_row
+    assert "source=poll" not in quiet_row
+    assert 'href="/admin/stores"' in client.get("/admin/", headers=AUTH).get_data(as_text=True)
+
+
+def test_the_stores_page_without_stores_says_so(admin, client):
+    page = client.get("/admin/stores", headers=AUTH).get_data(as_text=True)
+
+    assert "No stores yet" in page

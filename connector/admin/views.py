@@ -1,4 +1,4 @@
-"""The admin routes: lists with counts and pages, a document's fields and timeline, and the retry action."""
+"""The admin routes: lists with counts and pages, a document and its timeline, stores' reconciliation, retry."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ from connector import jobs
 from connector.admin import bp, plain
 from connector.extensions import db
 from connector.issuing import record
-from connector.models import Document, DocumentEvent, DocumentState, EventStatus, WebhookEvent, as_utc
+from connector.models import (
+    Document,
+    DocumentEvent,
+    DocumentState,
+    EventStatus,
+    Store,
+    Watermark,
+    WebhookEvent,
+    as_utc,
+)
 from connector.plans import LISBON
 
 logger = logging.getLogger(__name__)
@@ -26,6 +35,9 @@ PER_PAGE = 50
 # States a person can send back to the worker; the others are either moving or finished.
 RETRYABLE = (DocumentState.HELD, DocumentState.FAILED)
 NEEDS_A_PERSON = RETRYABLE
+# How an event reached the inbox (`WebhookEvent.source`), in the words these pages use. An event found by
+# reconciliation is one no webhook brought: usually the shop's webhook was disabled or failed.
+ARRIVALS = {"webhook": "webhook", "poll": "found by reconciliation"}
 
 
 @dataclass
@@ -82,7 +94,13 @@ def back_to(default: str) -> str:
 
 @bp.context_processor
 def helpers() -> dict[str, Any]:
-    return {"when": when, "web_link": web_link, "needs_a_person": NEEDS_A_PERSON, "retryable": RETRYABLE}
+    return {"when": when, "web_link": web_link, "needs_a_person": NEEDS_A_PERSON, "retryable": RETRYABLE,
+            "arrival": arrival}
+
+
+def arrival(source: str | None) -> str:
+    """How an event arrived, as the pages say it."""
+    return ARRIVALS.get(source or "webhook", source or "webhook")
 
 
 @bp.get("/")
@@ -136,15 +154,35 @@ def retry(document_id: int):
 @bp.get("/events")
 def events():
     status = choice("status", EventStatus.ALL)
+    source = choice("source", tuple(ARRIVALS))
+    filters = [WebhookEvent.status == status] if status else []
     counts = dict(db.session.execute(
-        sa.select(WebhookEvent.status, sa.func.count()).group_by(WebhookEvent.status)).all())
+        sa.select(WebhookEvent.status, sa.func.count()).where(*_source_filter(source))
+        .group_by(WebhookEvent.status)).all())
+    found = db.session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)
+                              .where(WebhookEvent.source == "poll", *filters))
     query = (
         sa.select(WebhookEvent, sa.func.length(WebhookEvent.body).label("size"))
         .options(so.defer(WebhookEvent.body, raiseload=True), so.joinedload(WebhookEvent.store))
+        .where(*filters, *_source_filter(source))
         .order_by(WebhookEvent.id.desc())
     )
-    if status:
-        query = query.where(WebhookEvent.status == status)
     total = counts.get(status, 0) if status else sum(counts.values())
     return render_template("admin/events.html", page=paginate(query, total, scalars=False), status=status,
-                           counts=counts, statuses=EventStatus.ALL, all_count=sum(counts.values()))
+                           source=source, counts=counts, statuses=EventStatus.ALL, all_count=sum(counts.values()),
+                           found_count=found)
+
+
+def _source_filter(source: str | None) -> list:
+    return [WebhookEvent.source == source] if source else []
+
+
+@bp.get("/stores")
+def stores():
+    """Every store, with how far reconciliation has read its platform and what its last pass found."""
+    found = dict(db.session.execute(
+        sa.select(WebhookEvent.store_id, sa.func.count()).where(WebhookEvent.source == "poll")
+        .group_by(WebhookEvent.store_id)).all())
+    rows = db.session.execute(
+        sa.select(Store, Watermark).outerjoin(Watermark, Watermark.store_id == Store.id).order_by(Store.id)).all()
+    return render_template("admin/stores.html", rows=rows, found=found)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 import sqlalchemy as sa
 from markupsafe import escape
 from rq import SimpleWorker
@@ -16,7 +18,7 @@ from rq import SimpleWorker
 from config import ConfigError, from_env
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, Watermark, WebhookEvent
-from tests.conftest import fixture_body, settings
+from tests.conftest import FIXTURES, fixture_body, settings
 
 PASSWORD = "correct horse battery staple"
 ORIGIN = {"Origin": "http://localhost"}
@@ -446,3 +448,84 @@ def test_the_stores_page_without_stores_says_so(admin, client):
     page = client.get("/admin/stores", headers=AUTH).get_data(as_text=True)
 
     assert "No stores yet" in page
+
+
+# --- ... and the same seen through a real pass over the WooCommerce fake ----------------------------------
+
+WOO_KEY, WOO_SECRET, WOO_WEBHOOK_SECRET = "ck_admin_0123456789", "cs_admin_0123456789", "wc-admin-secret"
+
+
+@pytest.fixture(scope="module")
+def woocommerce_url():
+    from devtools.woocommerce_fake import serve_in_thread
+
+    url, server = serve_in_thread(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture
+def woo_admin(redis, tmp_path, woocommerce_url):
+    """The connector with ADMIN_PASSWORD, polling the WooCommerce fake (emptied) for its default store."""
+    from connector import create_app
+    from tests.conftest import tables_of
+
+    requests.post(f"{woocommerce_url}/_fake/reset", timeout=5).raise_for_status()
+    requests.post(f"{woocommerce_url}/_fake/faults", json=[], timeout=5).raise_for_status()
+    app = create_app(overrides={"REDIS_CONNECTION": redis}, environ=settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'connector.db'}", ADMIN_PASSWORD=PASSWORD,
+        WOOCOMMERCE_WEBHOOK_SECRET=WOO_WEBHOOK_SECRET, WOOCOMMERCE_URL=woocommerce_url,
+        WOOCOMMERCE_CONSUMER_KEY=WOO_KEY, WOOCOMMERCE_CONSUMER_SECRET=WOO_SECRET))
+    with tables_of(app):
+        yield app
+
+
+def woo_order(url: str, order_id: int, number: str) -> dict:
+    """A paid WooCommerce order put in the fake (modified now), as its REST API returns it."""
+    order = json.loads((FIXTURES / "woocommerce" / "paid_b2c_prices_include_tax.json").read_text())
+    order.update(id=order_id, number=number)
+    for key in ("date_modified", "date_modified_gmt"):
+        order.pop(key, None)
+    answer = requests.post(f"{url}/_fake/orders", json=order, timeout=5)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def test_an_order_no_webhook_brought_shows_as_found_by_reconciliation(woo_admin, woocommerce_url):
+    from devtools.woocommerce_fake import encode, sign
+
+    client = woo_admin.test_client()
+    delivered = woo_order(woocommerce_url, 501, "A-501")
+    woo_order(woocommerce_url, 502, "B-502")  # its webhook never came
+    body = encode(delivered)
+    answer = client.post("/webhooks/woocommerce", data=body, headers={
+        "Content-Type": "application/json", "X-WC-Webhook-Source": f"{woocommerce_url}/",
+        "X-WC-Webhook-Topic": "order.updated", "X-WC-Webhook-Resource": "order", "X-WC-Webhook-Event": "updated",
+        "X-WC-Webhook-Signature": sign(body, WOO_WEBHOOK_SECRET)})
+    assert answer.status_code == 200
+
+    result = woo_admin.test_cli_runner().invoke(args=["reconcile"])
+    assert result.exit_code == 0, result.output
+
+    events = client.get("/admin/events", headers=AUTH).get_data(as_text=True)
+    found = client.get("/admin/events?source=poll", headers=AUTH).get_data(as_text=True)
+    stores = client.get("/admin/stores", headers=AUTH).get_data(as_text=True)
+    assert len(rows(events)) == 2 and f"{FOUND} 1" in events
+    assert len(rows(found)) == 1
+    [store_row] = rows(stores)
+    assert '<td class="num">1</td>' in store_row  # the pass found one event no webhook brought
+    assert "never reconciled" not in store_row
+
+
+def test_a_failed_pass_shows_its_error_on_the_stores_page(woo_admin, woocommerce_url):
+    woo_order(woocommerce_url, 601, "601")
+    rule = {"method": "GET", "path": "^orders$", "kind": "500", "times": None}
+    requests.post(f"{woocommerce_url}/_fake/faults", json=[rule], timeout=5).raise_for_status()
+
+    woo_admin.test_cli_runner().invoke(args=["reconcile"])
+
+    [store_row] = rows(woo_admin.test_client().get("/admin/stores", headers=AUTH).get_data(as_text=True))
+    error = db.session.scalars(sa.select(Watermark)).one().last_error
+    assert error and "500" in error
+    assert f'<td class="reason alert">{escape(error)}</td>' in store_row
+    assert WOO_KEY not in store_row and WOO_SECRET not in store_row

@@ -114,6 +114,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "WOOCOMMERCE_URL": woocommerce_url,
         "WOOCOMMERCE_CONSUMER_KEY": env.get("WOOCOMMERCE_CONSUMER_KEY", ""),
         "WOOCOMMERCE_CONSUMER_SECRET": env.get("WOOCOMMERCE_CONSUMER_SECRET", ""),
+        "WOOCOMMERCE_READ_TIMEOUT": number("WOOCOMMERCE_READ_TIMEOUT", 20, 0.1),
         "SHOPIFY_ACCESS_TOKEN": env.get("SHOPIFY_ACCESS_TOKEN", ""),
         "SHOPIFY_API_BASE_URL": shopify_api_base,
         "RECONCILE_INTERVAL_SECONDS": number("RECONCILE_INTERVAL_SECONDS", 600, 1),

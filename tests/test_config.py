@@ -177,6 +177,7 @@ def test_woocommerce_rest_credentials_and_reconciliation_reach_the_app():
     assert (config["WOOCOMMERCE_CONSUMER_KEY"], config["WOOCOMMERCE_CONSUMER_SECRET"]) == ("ck_x", "cs_y")
     assert config["RECONCILE_INTERVAL_SECONDS"] == 120
     assert from_env(env())["RECONCILE_INTERVAL_SECONDS"] == 600
+    assert from_env(env())["WOOCOMMERCE_READ_TIMEOUT"] == 20
 
 
 def test_a_woocommerce_url_that_is_no_web_address_is_refused():

@@ -326,7 +326,7 @@ def woo_connector(clean_db, clean_redis, procs, woo_fake):
     running = start_connector(
         clean_db, clean_redis, procs, WOOCOMMERCE_WEBHOOK_SECRET=WOO_SECRET, WOOCOMMERCE_URL=woo_fake.url,
         WOOCOMMERCE_CONSUMER_KEY=WOO_CONSUMER_KEY, WOOCOMMERCE_CONSUMER_SECRET=WOO_CONSUMER_SECRET,
-        RECONCILE_INTERVAL_SECONDS="2",
+        RECONCILE_INTERVAL_SECONDS="2", WOOCOMMERCE_READ_TIMEOUT="3",
     )
     yield WooConnector(running, woo_fake)
     running.engine.dispose()

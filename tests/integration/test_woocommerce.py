@@ -97,10 +97,10 @@ def test_a_refund_is_credited_once_with_its_lines_from_a_rest_api_that_fails_at_
     woo_connector.wait_until(woo_connector.settled_and_emailed, timeout=30, what="the invoice")
 
     refund_path = r"^orders/3001/refunds/800$"
-    # Held past the REST client's timeout (WOOCOMMERCE_TIMEOUT, or its default of 30 s), so the connector
-    # sees a timeout; the fake answers its other requests meanwhile.
+    # Held past the REST client's read timeout (WOOCOMMERCE_READ_TIMEOUT, 3 s here), so the connector sees a
+    # timeout; the fake answers its other requests meanwhile.
     woo.faults({"method": "GET", "path": refund_path, "kind": "500", "times": 2},
-               {"method": "GET", "path": refund_path, "kind": "timeout", "seconds": 35, "times": 1})
+               {"method": "GET", "path": refund_path, "kind": "timeout", "seconds": 6, "times": 1})
     woo.add_refund(3001, woo_refund(800))
     refunded = woo.order(3001)
     answers = [woo_connector.post_woocommerce(refunded, "order.updated") for _ in range(2)]

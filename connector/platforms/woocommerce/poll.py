@@ -39,7 +39,8 @@ def api(config: Mapping[str, Any], store: str) -> WooCommerceAPI | None:
     if configured_store(config) != store:
         return None
     return WooCommerceAPI(
-        config["WOOCOMMERCE_URL"], config["WOOCOMMERCE_CONSUMER_KEY"], config["WOOCOMMERCE_CONSUMER_SECRET"]
+        config["WOOCOMMERCE_URL"], config["WOOCOMMERCE_CONSUMER_KEY"], config["WOOCOMMERCE_CONSUMER_SECRET"],
+        timeout=(5, float(config.get("WOOCOMMERCE_READ_TIMEOUT") or 20)),
     )
 
 

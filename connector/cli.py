@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from decimal import Decimal
@@ -113,16 +112,9 @@ def _currency(module, payload: dict, settings) -> str:
 
 
 def _is_pasted_refund(platform: str, payload: dict) -> bool:
-    """Whether the platform tells the pasted object for a refund by its shape (where it has no refund topic).
-
-    Asked of the platform's refunds module (`connector/platforms/<platform>/refunds.py`), as reconciliation
-    finds its poll module, unless the package itself answers.
-    """
-    module = PLATFORMS[platform]
-    recognise = getattr(module, "is_refund", None)
-    if recognise is None:
-        refunds_module = importlib.import_module(f"connector.platforms.{platform}.refunds")
-        recognise = getattr(refunds_module, "is_refund", None)
+    """Whether the platform tells the pasted object for a refund by its shape (a platform with no refund topic
+    has `is_refund`)."""
+    recognise = getattr(PLATFORMS[platform], "is_refund", None)
     return bool(recognise and recognise(payload))
 
 

@@ -41,6 +41,9 @@ class Platform(Protocol):
     def unwrap(self, payload: Mapping) -> Mapping:
         """The object a person pasted, with the platform's REST API envelope removed."""
 
+    # Optional, for a platform whose refunds come inside order updates: `is_refund(payload) -> bool` tells a
+    # pasted REST refund object (preview) from an order.
+
     def api_client(self, config: Mapping[str, Any]) -> Any:
         """The platform API client `snapshot` uses, from the app's settings; None when there is none.
 

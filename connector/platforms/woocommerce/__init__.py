@@ -7,7 +7,7 @@ from typing import Any
 
 from connector.platforms.woocommerce import poll as polling
 from connector.platforms.woocommerce.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
-from connector.platforms.woocommerce.refunds import snapshot, to_refund
+from connector.platforms.woocommerce.refunds import is_refund, snapshot, to_refund
 from connector.platforms.woocommerce.webhook import (
     NAME,
     SECRET_SETTING,
@@ -43,6 +43,7 @@ __all__ = [
     "changes",
     "delivery",
     "event_key",
+    "is_refund",
     "snapshot",
     "store",
     "to_order",

@@ -35,6 +35,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from connector.invoicexpress.client import redact
 from connector.invoicexpress.documents import BY_PATH, DocumentType
+from devtools import serving
 
 # What a credit or debit note may correct, and in which states (a draft or canceled document
 # has nothing left to correct).
@@ -1305,7 +1306,7 @@ def serve_in_thread(
 ) -> tuple[str, BaseWSGIServer]:
     """Serve a fresh sandbox from a daemon thread; returns (base_url, server); server.shutdown() stops it."""
     server = _server(host, port, api_key, state_path)
-    threading.Thread(target=server.serve_forever, name="ix-sandbox", daemon=True).start()
+    serving.serve_in_thread(server, "ix-sandbox")
     return f"http://{host}:{server.server_port}", server
 
 
@@ -1320,13 +1321,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     server = _server(args.host, args.port, args.api_key, args.state)
-    print(f"InvoiceXpress sandbox listening on http://{args.host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serving.serve_until_interrupted(server, f"InvoiceXpress sandbox listening on http://{args.host}:{server.server_port}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import base64
 import hmac
 import json
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +18,8 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from connector.platforms.polling import parse_time
+from devtools import serving
 from devtools.faults import FaultRules
 from devtools.faults import parse as parse_faults
 
@@ -47,29 +48,14 @@ def _state() -> _State:
     return state
 
 
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _before_api_request() -> Response | None:
-    if not request.path.startswith(API + "/"):
+    path = serving.api_path(API)
+    if path is None:
         return None
     state = _state()
-    path = request.path[len(API) + 1 :]
-    with state.lock:
-        state.calls.append({"method": request.method, "path": path, "query": request.args.to_dict(flat=True)})
-    fault = state.faults.take(request.method, path)
-    if fault is not None:
-        if fault.kind == "timeout":
-            time.sleep(fault.seconds)
-        else:
-            return _refusal_response(_Refusal(int(fault.kind), f"fault injected: HTTP {fault.kind}"))
+    status = serving.log_and_fault(state.lock, state.calls, state.faults, path)
+    if status is not None:
+        return _refusal_response(_Refusal(status, f"fault injected: HTTP {status}"))
     token = request.headers.get("X-Shopify-Access-Token", "")
     if not hmac.compare_digest(token, state.access_token):
         raise _Refusal(401, "[API] Invalid API key or access token (unrecognized login or wrong password)")
@@ -97,7 +83,7 @@ def list_orders() -> Response:
     else:
         filters = {k: args[k] for k in ("updated_at_min", "status", "order") if k in args}
         after = None
-    since = _parse_time(filters.get("updated_at_min")) if filters.get("updated_at_min") else None
+    since = parse_time(filters.get("updated_at_min")) if filters.get("updated_at_min") else None
     if filters.get("updated_at_min") and since is None:
         raise _Refusal(400, {"updated_at_min": ["is invalid"]})
     status = filters.get("status", "open")
@@ -108,7 +94,7 @@ def list_orders() -> Response:
         orders = list(state.orders.values())
     chosen = []
     for order in orders:
-        updated = _parse_time(order.get("updated_at"))
+        updated = parse_time(order.get("updated_at"))
         if since is not None and (updated is None or updated < since):  # "at or after"
             continue
         if status == "open" and (order.get("closed_at") or order.get("cancelled_at")):
@@ -118,7 +104,7 @@ def list_orders() -> Response:
         chosen.append(order)
 
     def key(order: dict[str, Any]) -> tuple[str, int]:
-        moment = _parse_time(order.get(field))
+        moment = parse_time(order.get(field))
         return (moment.isoformat() if moment else "", int(order["id"]))
 
     chosen.sort(key=key, reverse=descending)
@@ -205,7 +191,7 @@ def serve_in_thread(
 
     The URL is the Admin API's base, as SHOPIFY_API_BASE_URL takes it."""
     server = make_server(host, port, create_app(access_token), threaded=True)
-    threading.Thread(target=server.serve_forever, name="shopify-fake", daemon=True).start()
+    serving.serve_in_thread(server, "shopify-fake")
     return f"http://{host}:{server.server_port}{API}", server
 
 
@@ -217,13 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-token", default=DEFAULT_TOKEN)
     args = parser.parse_args(argv)
     server = make_server(args.host, args.port, create_app(args.access_token), threaded=True)
-    print(f"Shopify fake listening on http://{args.host}:{server.server_port}{API}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serving.serve_until_interrupted(server, f"Shopify fake listening on http://{args.host}:{server.server_port}{API}")
 
 
 if __name__ == "__main__":

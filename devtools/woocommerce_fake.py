@@ -27,6 +27,8 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from connector.platforms.polling import parse_time
+from devtools import serving
 from devtools.faults import FaultRules
 from devtools.faults import parse as parse_faults
 
@@ -115,21 +117,11 @@ def now_gmt() -> str:
     return datetime.now(UTC).strftime(_GMT_FORMAT)
 
 
-def _parse_gmt(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _later_than(previous: Any) -> str:
     """Now, or a second after `previous` if that is not earlier: each change has its own modification time,
     as WooCommerce's webhook keys (order id and date_modified_gmt) need."""
     moment = datetime.now(UTC).replace(microsecond=0)
-    before = _parse_gmt(previous)
+    before = parse_time(previous)
     if before is not None and moment <= before:
         moment = before + timedelta(seconds=1)
     return moment.strftime(_GMT_FORMAT)
@@ -148,19 +140,13 @@ def _authorized(state: _State) -> bool:
 
 
 def _before_api_request() -> Response | None:
-    if not request.path.startswith(API + "/"):
+    path = serving.api_path(API)
+    if path is None:
         return None
     state = _state()
-    path = request.path[len(API) + 1 :]
-    with state.lock:
-        state.calls.append({"method": request.method, "path": path, "query": request.args.to_dict(flat=True)})
-    fault = state.faults.take(request.method, path)
-    if fault is not None:
-        if fault.kind == "timeout":
-            time.sleep(fault.seconds)
-        else:
-            status = int(fault.kind)
-            return _refusal_response(_Refusal(status, "fake_fault", f"fault injected: HTTP {status}"))
+    status = serving.log_and_fault(state.lock, state.calls, state.faults, path)
+    if status is not None:
+        return _refusal_response(_Refusal(status, "fake_fault", f"fault injected: HTTP {status}"))
     if not _authorized(state):
         raise _Refusal(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
     return None
@@ -184,7 +170,7 @@ def list_orders() -> Response:
         orders = list(state.orders.values())
     chosen = []
     for order in orders:
-        modified = _parse_gmt(order.get("date_modified_gmt"))
+        modified = parse_time(order.get("date_modified_gmt"))
         # WooCommerce's date filters are strict (WP_Date_Query's default is not inclusive).
         if after is not None and (modified is None or modified <= after):
             continue
@@ -257,7 +243,7 @@ def _time_arg(name: str) -> datetime | None:
     text = request.args.get(name)
     if text is None:
         return None
-    moment = _parse_gmt(text)
+    moment = parse_time(text)
     if moment is None:
         raise _Refusal(400, "rest_invalid_param", f"Invalid parameter(s): {name}")
     # The fake's site runs on UTC, so local and GMT dates (dates_are_gmt) read the same.
@@ -452,7 +438,7 @@ def serve_in_thread(
 ) -> tuple[str, BaseWSGIServer]:
     """Serve a fresh fake from a daemon thread; returns (site_url, server); server.shutdown() stops it."""
     server = _server(host, port, consumer_key, consumer_secret, state_path)
-    threading.Thread(target=server.serve_forever, name="woocommerce-fake", daemon=True).start()
+    serving.serve_in_thread(server, "woocommerce-fake")
     return f"http://{host}:{server.server_port}", server
 
 
@@ -468,13 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     server = _server(args.host, args.port, args.consumer_key, args.consumer_secret, args.state)
-    print(f"WooCommerce fake listening on http://{args.host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serving.serve_until_interrupted(server, f"WooCommerce fake listening on http://{args.host}:{server.server_port}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import requests
 
 from connector.platforms.common import PlatformRefused
+from connector.platforms.polling import parse_time
 from connector.platforms.rest import RestClient, int_or
 
 PER_PAGE = 100  # WooCommerce's largest page
@@ -83,7 +84,7 @@ class WooCommerceAPI:
             total_pages = int_or(headers.get("X-WP-TotalPages"), 1)
             if len(orders) < PER_PAGE or page >= total_pages:
                 return
-            last = _parse_gmt(orders[-1].get("date_modified_gmt"))
+            last = parse_time(orders[-1].get("date_modified_gmt"))
             if fresh and last is not None and last - _ONE_SECOND > cursor:
                 cursor, page = last - _ONE_SECOND, 1
                 kept = _gmt(cursor)
@@ -120,13 +121,3 @@ def _gmt(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _parse_gmt(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,54 @@
+"""What the local fakes share: serving from a thread or until interrupted, and the gate every API call passes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from flask import request
+from werkzeug.serving import BaseWSGIServer
+
+from devtools.faults import FaultRules
+
+
+def serve_in_thread(server: BaseWSGIServer, name: str) -> BaseWSGIServer:
+    """Serve from a daemon thread (the tests' process may end without stopping it); server.shutdown() stops it."""
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
+def serve_until_interrupted(server: BaseWSGIServer, banner: str) -> None:
+    """Print where it listens, then serve until Ctrl-C, and let the port go."""
+    print(banner, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def log_and_fault(
+    lock: threading.Lock, calls: list[dict[str, Any]], faults: FaultRules, path: str
+) -> int | None:
+    """Log the request (method, path, query), then apply the first fault rule that matches it.
+
+    A "timeout" fault sleeps here and lets the request go on; any other returns the HTTP status to answer."""
+    with lock:
+        calls.append({"method": request.method, "path": path, "query": request.args.to_dict(flat=True)})
+    fault = faults.take(request.method, path)
+    if fault is None:
+        return None
+    if fault.kind == "timeout":
+        time.sleep(fault.seconds)
+        return None
+    return int(fault.kind)
+
+
+def api_path(prefix: str) -> str | None:
+    """The request's path after `prefix` and its slash, or None for a request outside the API."""
+    if not request.path.startswith(prefix + "/"):
+        return None
+    return request.path[len(prefix) + 1 :]
+

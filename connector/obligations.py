@@ -17,7 +17,7 @@ from connector.models import Document, DocumentState, EventStatus, WebhookEvent,
 from connector.orders import Order
 from connector.plans import Plan, Settings, credit_note_key, plan_sale, proprietary_uid, sale_key
 from connector.platforms import PLATFORMS
-from connector.platforms.common import Change
+from connector.platforms.common import Change, LoadError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
         elif change.kind == "refund":
             document, note = _add_credit_note(event, change, enqueue)
         elif change.kind == "cancellation":
-            document, note = None, _cancel(event, order, client_factory)
+            document, note = None, _cancel(event, change, order, client_factory)
         else:
             document, note = None, change.reason
             logger.info("event %s owes no document: %s", event.id, change.reason)
@@ -74,8 +74,13 @@ def read_changes(event: WebhookEvent, settings: Settings) -> list[tuple[Change, 
     for change in platform.changes(payload, event.topic, settings):
         order = plan = None
         if change.kind in ("sale", "cancellation"):
-            order = platform.to_order(payload, store=event.store.domain, tax_id_keys=settings.tax_id_keys,
-                                      money=settings.invoice_currency)
+            try:
+                order = platform.to_order(payload, store=event.store.domain, tax_id_keys=settings.tax_id_keys,
+                                          money=settings.invoice_currency)
+            except LoadError:
+                # A cancellation needs only the order's id: WooCommerce's order.deleted carries nothing else.
+                if change.kind == "sale":
+                    raise
         if change.kind == "sale":
             plan = plan_sale(order, settings)
         work.append((change, order, plan))
@@ -141,17 +146,19 @@ def _add_credit_note(event: WebhookEvent, change: Change, enqueue) -> tuple[Docu
     return document, None
 
 
-def _cancel(event: WebhookEvent, order: Order, client_factory) -> str:
-    """A cancelled order: nothing is issued if nothing was, a draft is deleted, a final invoice stays
-    (its refund becomes a credit note). Returns what happened, for the event's note."""
-    key = sale_key(order.order_id)
+def _cancel(event: WebhookEvent, change: Change, order: Order | None, client_factory) -> str:
+    """A cancelled (or deleted) order: nothing is issued if nothing was, a draft is deleted, a final invoice
+    stays (its refund becomes a credit note). `order` is None when the event names only the order's id.
+    Returns what happened, for the event's note."""
+    key = sale_key(change.order_id)
     document = find_document(event.store_id, key)
     if document is None:
         # Cancelled before it was paid or before its payment reached us: a paid event arriving late
         # finds this row and issues nothing.
         document = Document(
             store_id=event.store_id, source_key=key, event_id=event.id, doc_type=documents.INVOICE_RECEIPT.path,
-            order_ref=order.name[:255], total=str(order.total), currency=order.currency,
+            order_ref=(order.name if order else f"order {change.order_id}")[:255],
+            total=str(order.total) if order else None, currency=order.currency if order else None,
             state=DocumentState.CANCELED,
             proprietary_uid=proprietary_uid(event.platform, event.store.domain, key),
         )

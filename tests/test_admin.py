@@ -457,11 +457,10 @@ WOO_KEY, WOO_SECRET, WOO_WEBHOOK_SECRET = "ck_admin_0123456789", "cs_admin_01234
 
 @pytest.fixture(scope="module")
 def woocommerce_url():
-    from devtools.woocommerce_fake import serve_in_thread
+    from devtools import woocommerce_fake
 
-    url, server = serve_in_thread(consumer_key=WOO_KEY, consumer_secret=WOO_SECRET)
-    yield url
-    server.shutdown()
+    with woocommerce_fake.running(WOO_KEY, WOO_SECRET) as url:
+        yield url
 
 
 @pytest.fixture

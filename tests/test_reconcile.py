@@ -18,8 +18,7 @@ from connector import create_app, reconcile, worker
 from connector.extensions import db
 from connector.models import Store, Watermark, WebhookEvent
 from connector.platforms.common import PlatformUnavailable
-from devtools import shopify_fake
-from devtools.woocommerce_fake import serve_in_thread
+from devtools import shopify_fake, woocommerce_fake
 from tests.conftest import settings, tables_of
 
 CONSUMER_KEY = "ck_test_0123456789abcdef"
@@ -31,14 +30,13 @@ CUSTOMER_NIF = "123456789"
 
 @pytest.fixture(scope="module")
 def fake_url():
-    url, server = serve_in_thread(consumer_key=CONSUMER_KEY, consumer_secret=CONSUMER_SECRET)
-    yield url
-    server.shutdown()
+    with woocommerce_fake.running(CONSUMER_KEY, CONSUMER_SECRET) as url:
+        yield url
 
 
 @pytest.fixture
 def fake(fake_url):
-    shop = Fake(fake_url)
+    shop = Fake(fake_url, CONSUMER_KEY, CONSUMER_SECRET)
     shop.reset()
     return shop
 
@@ -61,26 +59,19 @@ def app(redis, tmp_path, fake):
         yield app
 
 
-class Fake:
-    """The WooCommerce fake's control endpoints."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def reset(self) -> None:
-        requests.post(f"{self.url}/_fake/reset", timeout=5).raise_for_status()
+class Fake(woocommerce_fake.Control):
+    """The WooCommerce fake's control endpoints, with the shorthands these tests use."""
 
     def add(self, *orders: dict) -> None:
         for one in orders:
-            requests.post(f"{self.url}/_fake/orders", json=one, timeout=5).raise_for_status()
+            self.add_order(one)
 
     def fail_listing(self, status: int = 500) -> None:
         """Every request for the order list answers `status` until the faults are cleared."""
-        rule = {"method": "GET", "path": "^orders$", "kind": str(status), "times": None}
-        requests.post(f"{self.url}/_fake/faults", json=[rule], timeout=5).raise_for_status()
+        self.faults({"method": "GET", "path": "^orders$", "kind": str(status), "times": None})
 
     def clear_faults(self) -> None:
-        requests.post(f"{self.url}/_fake/faults", json=[], timeout=5).raise_for_status()
+        self.faults()
 
 
 def gmt(moment: datetime) -> str:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-import requests
 import sqlalchemy as sa
 
 from connector import create_app, jobs
@@ -109,38 +108,10 @@ def woo_settings(woocommerce_url: str = "http://127.0.0.1:9", **extra: str) -> d
                     WOOCOMMERCE_CONSUMER_KEY=CONSUMER_KEY, WOOCOMMERCE_CONSUMER_SECRET=CONSUMER_SECRET, **extra)
 
 
-class WooFake:
-    """The local WooCommerce REST fake, served from a thread."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def add_order(self, order: dict) -> dict:
-        answer = requests.post(f"{self.url}/_fake/orders", json=order, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def add_refund(self, order_id: int, refund: dict) -> dict:
-        answer = requests.post(f"{self.url}/_fake/orders/{order_id}/refunds", json=refund, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def order(self, order_id: int) -> dict:
-        """The order as the REST API returns it now (its refunds[] included)."""
-        answer = requests.get(f"{self.url}/wp-json/wc/v3/orders/{order_id}",
-                              auth=(CONSUMER_KEY, CONSUMER_SECRET), timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def calls(self) -> list[dict]:
-        return requests.get(f"{self.url}/_fake/calls", timeout=5).json()
-
-
 @pytest.fixture(scope="module")
 def woo_fake_url():
-    url, server = woocommerce_fake.serve_in_thread(consumer_key=CONSUMER_KEY, consumer_secret=CONSUMER_SECRET)
-    yield url
-    server.shutdown()
+    with woocommerce_fake.running(CONSUMER_KEY, CONSUMER_SECRET) as url:
+        yield url
 
 
 @pytest.fixture
@@ -154,8 +125,9 @@ def app(redis, tmp_path, woo_fake_url):
 
 @pytest.fixture
 def woo(woo_fake_url):
-    requests.post(f"{woo_fake_url}/_fake/reset", timeout=5)
-    return WooFake(woo_fake_url)
+    fake = woocommerce_fake.Control(woo_fake_url, CONSUMER_KEY, CONSUMER_SECRET)
+    fake.reset()
+    return fake
 
 
 @pytest.fixture

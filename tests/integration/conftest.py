@@ -264,40 +264,8 @@ WOO_CONSUMER_KEY = "ck_integration_0123456789"
 WOO_CONSUMER_SECRET = "cs_integration_0123456789"
 
 
-class WooFake:
-    """The WooCommerce fake as the tests drive it: orders and refunds in, faults, the calls it answered."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def add_order(self, order: dict) -> dict:
-        answer = requests.post(f"{self.url}/_fake/orders", json=order, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def add_refund(self, order_id: int, refund: dict) -> dict:
-        answer = requests.post(f"{self.url}/_fake/orders/{order_id}/refunds", json=refund, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def order(self, order_id: int) -> dict:
-        """The order as the REST API returns it now (its refunds[] included)."""
-        answer = requests.get(f"{self.url}/wp-json/wc/v3/orders/{order_id}",
-                              auth=(WOO_CONSUMER_KEY, WOO_CONSUMER_SECRET), timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def faults(self, *rules: dict) -> None:
-        """Replace the fault rules; the first rule matching a request (and not used up) answers it."""
-        requests.post(f"{self.url}/_fake/faults", json=list(rules), timeout=5).raise_for_status()
-
-    def calls(self) -> list[dict]:
-        """Every REST call, oldest first: method, path (after /wp-json/wc/v3/) and query."""
-        return requests.get(f"{self.url}/_fake/calls", timeout=5).json()
-
-
 @pytest.fixture
-def woo_fake(procs) -> WooFake:
+def woo_fake(procs) -> woocommerce_fake.Control:
     """`python -m devtools.woocommerce_fake` on a port of its own, with the consumer key and secret below."""
     port = services.free_port()
     fake = procs("woocommerce", [sys.executable, "-m", "devtools.woocommerce_fake", "--host", "127.0.0.1",
@@ -305,13 +273,13 @@ def woo_fake(procs) -> WooFake:
                                  "--consumer-secret", WOO_CONSUMER_SECRET])
     url = f"http://127.0.0.1:{port}"
     fake.wait_for_http(f"{url}/_fake/calls", timeout=20)
-    return WooFake(url)
+    return woocommerce_fake.Control(url, WOO_CONSUMER_KEY, WOO_CONSUMER_SECRET)
 
 
 class WooConnector(Connector):
     """The running connector with WooCommerce on, its REST API the fake's."""
 
-    def __init__(self, running: Connector, woo: WooFake):
+    def __init__(self, running: Connector, woo: woocommerce_fake.Control):
         self.__dict__.update(running.__dict__)
         self.woo = woo
 

@@ -26,10 +26,8 @@ def gmt(moment: datetime) -> str:
 
 @pytest.fixture
 def site():
-    url, server = woocommerce_fake.serve_in_thread(consumer_key=KEY, consumer_secret=SECRET)
-    yield url
-    server.shutdown()
-    server.server_close()
+    with woocommerce_fake.running(KEY, SECRET) as url:
+        yield url
 
 
 @pytest.fixture

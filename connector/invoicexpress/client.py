@@ -176,7 +176,7 @@ class Client:
             documents += payload["invoices"]
             if page == 1:
                 # Fixed from the first page so that a misbehaving total can never make this loop forever.
-                total_pages = _int_or(((payload.get("pagination") or {}).get("total_pages")), 1)
+                total_pages = int_or(((payload.get("pagination") or {}).get("total_pages")), 1)
             page += 1
         return documents
 
@@ -234,7 +234,7 @@ class Client:
             )
             with response:
                 outcome = str(response.status_code)
-                raw, complete = _read_capped(response)
+                raw, complete = read_capped(response)
         except requests.RequestException as exc:
             outcome = type(exc).__name__
             # Built here but raised outside the except block, so that neither __cause__ nor __context__
@@ -383,16 +383,15 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(seconds, 0.0)
 
 
-def _read_capped(response: requests.Response) -> tuple[bytes, bool]:
-    """The body, up to MAX_RESPONSE_BYTES, and whether it was complete."""
-    declared = _int_or(response.headers.get("Content-Length"), 0)
-    if declared > MAX_RESPONSE_BYTES:
+def read_capped(response: requests.Response, max_bytes: int = MAX_RESPONSE_BYTES) -> tuple[bytes, bool]:
+    """The body, up to `max_bytes`, and whether it was complete (a streamed response is read in chunks)."""
+    if int_or(response.headers.get("Content-Length"), 0) > max_bytes:
         return b"", False
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_content(_CHUNK_BYTES):
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
+        if size > max_bytes:
             return b"", False
         chunks.append(chunk)
     return b"".join(chunks), True
@@ -423,7 +422,7 @@ def _document_path(doc_type: str, document_id: int, suffix: str) -> str:
     return f"/{_checked_type(doc_type)}/{document_id}{suffix}"
 
 
-def _int_or(value: object, default: int) -> int:
+def int_or(value: object, default: int) -> int:
     try:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -9,13 +9,12 @@ from collections.abc import Mapping
 
 import requests
 
-from connector.invoicexpress.client import redact
+from connector.invoicexpress.client import read_capped, redact
 from connector.platforms.common import PlatformRefused, PlatformUnavailable
 
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a page of large orders fits many times over
-_CHUNK_BYTES = 64 * 1024
 _MAX_DETAIL_CHARS = 200
 
 
@@ -63,7 +62,7 @@ class RestClient:
             )
             with response:
                 outcome = str(response.status_code)
-                raw, complete = _read_capped(response)
+                raw, complete = read_capped(response, MAX_RESPONSE_BYTES)
         except requests.RequestException as exc:
             outcome = type(exc).__name__
             # Built here and raised outside the except block, so that the requests exception (whose
@@ -127,24 +126,3 @@ def _error_detail(raw: bytes) -> str:
     elif isinstance(errors, dict | list):
         parts.append(json.dumps(errors, ensure_ascii=False))
     return " ".join(" ".join(parts).split())
-
-
-def _read_capped(response: requests.Response) -> tuple[bytes, bool]:
-    """The body, up to MAX_RESPONSE_BYTES, and whether it was complete."""
-    if int_or(response.headers.get("Content-Length"), 0) > MAX_RESPONSE_BYTES:
-        return b"", False
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(_CHUNK_BYTES):
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            return b"", False
-        chunks.append(chunk)
-    return b"".join(chunks), True
-
-
-def int_or(value: object, default: int) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default

@@ -10,9 +10,10 @@ from urllib.parse import quote
 
 import requests
 
+from connector.invoicexpress.client import int_or
 from connector.platforms.common import PlatformRefused
 from connector.platforms.polling import parse_time
-from connector.platforms.rest import RestClient, int_or
+from connector.platforms.rest import RestClient
 
 PER_PAGE = 100  # WooCommerce's largest page
 # WooCommerce compares `modified_after` strictly and to the second.

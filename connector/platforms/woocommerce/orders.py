@@ -368,38 +368,37 @@ def _item_line(item: Mapping[str, Any], rates: TaxRates, gross: bool) -> Line:
 
 
 def _shipping_line(shipping: Mapping[str, Any], rates: TaxRates, gross: bool) -> Line | None:
-    tax = shipping["total_tax"] if shipping["total_tax"] is not None else \
-        sum(((t["total"] or _ZERO) for t in shipping["taxes"] or []), _ZERO)
+    tax = _charge_tax(shipping)
     if not shipping["total"] and not tax:
         return None  # free shipping is not an invoice line
-    rate, problem = rates.line_tax(shipping["taxes"], shipping["total"], tax)
-    return Line(
-        key="shipping",
-        description=description(shipping["method_title"], "Shipping"),
-        unit_price=shipping["total"] + tax if gross else shipping["total"],
-        quantity=Decimal(1),
-        tax_rate=rate,
-        kind="shipping",
-        tax_problem=problem,
-    )
+    return _charge_line(shipping, tax, rates, gross, key="shipping",
+                        text=description(shipping["method_title"], "Shipping"), kind="shipping")
 
 
-def _fee_tax(fee: Mapping[str, Any]) -> Decimal:
-    if fee["total_tax"] is not None:
-        return fee["total_tax"]
-    return sum(((t["total"] or _ZERO) for t in fee["taxes"] or []), _ZERO)
+def _charge_tax(charge: Mapping[str, Any]) -> Decimal:
+    """A shipping or fee line's tax: its total_tax, or else the sum of its taxes[]."""
+    if charge["total_tax"] is not None:
+        return charge["total_tax"]
+    return sum(((t["total"] or _ZERO) for t in charge["taxes"] or []), _ZERO)
 
 
 def _fee_line(fee: Mapping[str, Any], rates: TaxRates, gross: bool) -> Line:
-    tax = _fee_tax(fee)
-    rate, problem = rates.line_tax(fee["taxes"], fee["total"], tax)
+    return _charge_line(fee, _charge_tax(fee), rates, gross, key=fee_key(fee["name"]),
+                        text=description(fee["name"], "Fee"), kind="fee")
+
+
+def _charge_line(
+    charge: Mapping[str, Any], tax: Decimal, rates: TaxRates, gross: bool, *, key: str, text: str, kind: str
+) -> Line:
+    """One invoice line of quantity 1 for a shipping or fee line, at its total (with its tax when `gross`)."""
+    rate, problem = rates.line_tax(charge["taxes"], charge["total"], tax)
     return Line(
-        key=fee_key(fee["name"]),
-        description=description(fee["name"], "Fee"),
-        unit_price=fee["total"] + tax if gross else fee["total"],
+        key=key,
+        description=text,
+        unit_price=charge["total"] + tax if gross else charge["total"],
         quantity=Decimal(1),
         tax_rate=rate,
-        kind="fee",
+        kind=kind,
         tax_problem=problem,
     )
 
@@ -416,7 +415,7 @@ def _with_negative_fees(lines: list[Line], fees: Sequence[Mapping[str, Any]], gr
     proportion to what each was charged, in cents, the largest line taking the rounding remainder, so
     the lines still add up to what the customer paid. A discount larger than the goods is held.
     """
-    discount = sum((-(fee["total"] + _fee_tax(fee)) for fee in fees), _ZERO)
+    discount = sum((-(fee["total"] + _charge_tax(fee)) for fee in fees), _ZERO)
     if discount <= 0:
         return lines
     targets = [i for i, line in enumerate(lines)
@@ -562,7 +561,7 @@ def load(payload: Any, *, store: str, tax_id_keys: Sequence[str] = ()) -> Loaded
     fee_lines = {}
     charged_fees = []
     for fee in fees:
-        if fee["total"] > 0 or (fee["total"] == 0 and _fee_tax(fee) > 0):
+        if fee["total"] > 0 or (fee["total"] == 0 and _charge_tax(fee) > 0):
             line = _fee_line(fee, rates, gross)
             charged_fees.append(line)
             if fee["id"]:

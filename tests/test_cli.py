@@ -182,6 +182,20 @@ def test_a_topic_the_connector_does_not_act_on_keeps_the_object_shape(preview):
     assert output["requests"] == []
 
 
+def assert_fails_with_one_line_naming_it(preview, platform: str, path, content: bytes) -> None:
+    """Previewing the file fails with one line on stderr that names it: no output, no traceback."""
+    path.write_bytes(content)
+
+    result = preview(platform, str(path))
+
+    assert result.exit_code != 0
+    assert result.stdout == ""
+    error = result.stderr.strip()
+    assert error and "\n" not in error
+    assert path.name in error
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("filename", "content"),
     [
@@ -196,17 +210,7 @@ def test_a_topic_the_connector_does_not_act_on_keeps_the_object_shape(preview):
     ],
 )
 def test_a_file_that_is_not_an_order_fails_with_one_line(preview, tmp_path, filename, content):
-    path = tmp_path / filename
-    path.write_bytes(content)
-
-    result = preview("shopify", str(path))
-
-    assert result.exit_code != 0
-    assert result.stdout == ""
-    error = result.stderr.strip()
-    assert error and "\n" not in error
-    assert filename in error
-    assert "Traceback" not in result.stderr
+    assert_fails_with_one_line_naming_it(preview, "shopify", tmp_path / filename, content)
 
 
 def test_a_refund_body_under_the_paid_topic_fails_with_one_line(preview):
@@ -486,17 +490,7 @@ def test_a_cancelled_woocommerce_order_issues_nothing(preview):
     ],
 )
 def test_a_file_that_is_no_woocommerce_order_or_refund_fails_with_one_line(preview, tmp_path, filename, content):
-    path = tmp_path / filename
-    path.write_bytes(content)
-
-    result = preview("woocommerce", str(path))
-
-    assert result.exit_code != 0
-    assert result.stdout == ""
-    error = result.stderr.strip()
-    assert error and "\n" not in error
-    assert filename in error
-    assert "Traceback" not in result.stderr
+    assert_fails_with_one_line_naming_it(preview, "woocommerce", tmp_path / filename, content)
 
 
 def test_a_woocommerce_refund_previews_with_no_database_redis_or_platform_settings():

@@ -74,15 +74,23 @@ def mutated_orders(draw) -> dict:
     """A real paid order with keys deleted, values of the wrong type, amounts out of range, odd texts, list
     items repeated."""
     name = draw(st.one_of(st.just(BASE_ORDER), st.sampled_from(ORDER_FIXTURES)))
-    order = copy.deepcopy(ORDERS[name])
+    return mutate(draw, copy.deepcopy(ORDERS[name]), read=read_by_schema, number_keys=NUMBER_KEYS,
+                  text_keys=TEXT_KEYS, amount_sets=True)
+
+
+def mutate(draw, order: dict, *, read, number_keys, text_keys, amount_sets: bool = False) -> dict:
+    """One to three mutations of `order`, in place, most aimed at the paths `read` says the loading reads.
+
+    `amount_sets`: an amount has a `{key}_set` twin that is written with it (Shopify's money sets); only
+    amounts under a named key are then changed as amounts."""
     for _ in range(draw(st.integers(1, 3))):
         every = list(paths(order))
         action = draw(st.sampled_from(["delete", "wrong value", "any value", "amount", "text", "repeat"]))
-        aimed = [p for p in every if read_by_schema(p)]
+        aimed = [p for p in every if read(p)]
         if action == "amount":
-            aimed = [p for p in aimed if p[-1] in NUMBER_KEYS]
+            aimed = [p for p in aimed if p[-1] in number_keys]
         elif action == "text":
-            aimed = [p for p in aimed if p[-1] in TEXT_KEYS]
+            aimed = [p for p in aimed if p[-1] in text_keys]
         candidates = aimed if aimed and (action in ("amount", "text") or draw(st.integers(0, 3))) else every
         if not candidates:
             break
@@ -95,9 +103,9 @@ def mutated_orders(draw) -> dict:
             del parent[key]
         elif action == "repeat" and isinstance(parent[key], list) and parent[key]:
             parent[key].append(copy.deepcopy(draw(st.sampled_from(parent[key]))))
-        elif action == "amount" and isinstance(key, str):  # the plain figure and its `_set` alike
+        elif action == "amount" and (isinstance(key, str) or not amount_sets):
             parent[key] = amount = draw(AMOUNTS)
-            if f"{key}_set" in parent:
+            if amount_sets and f"{key}_set" in parent:  # the plain figure and its `_set` alike
                 parent[f"{key}_set"] = {"shop_money": {"amount": amount}, "presentment_money": {"amount": amount}}
         else:
             parent[key] = draw({"wrong value": WRONG_VALUES, "text": TEXTS}.get(action, json_values))

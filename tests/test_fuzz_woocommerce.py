@@ -28,7 +28,7 @@ from connector import create_app, jobs
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent
 from tests.conftest import tables_of
-from tests.shopify_strategies import AMOUNTS, TEXTS, WRONG_VALUES, json_objects, json_values, paths
+from tests.shopify_strategies import json_objects, mutate
 from tests.test_fuzz_webhooks import (
     bodies,
     check_answer_shape,
@@ -141,32 +141,9 @@ ORDERS = order_variants()
 def mutated_orders(draw) -> dict:
     """A WooCommerce order with keys deleted, values of the wrong type, amounts out of range, odd texts and
     list items repeated."""
-    order = copy.deepcopy(draw(st.sampled_from(ORDERS)))
-    for _ in range(draw(st.integers(1, 3))):
-        every = list(paths(order))
-        action = draw(st.sampled_from(["delete", "wrong value", "any value", "amount", "text", "repeat"]))
-        aimed = [p for p in every if all(isinstance(k, int) or k in ORDER_KEYS for k in p)]
-        if action == "amount":
-            aimed = [p for p in aimed if p[-1] in NUMBER_KEYS]
-        elif action == "text":
-            aimed = [p for p in aimed if p[-1] in TEXT_KEYS]
-        candidates = aimed if aimed and (action in ("amount", "text") or draw(st.integers(0, 3))) else every
-        if not candidates:
-            break
-        path = draw(st.sampled_from(candidates))
-        parent = order
-        for key in path[:-1]:
-            parent = parent[key]
-        key = path[-1]
-        if action == "delete":
-            del parent[key]
-        elif action == "repeat" and isinstance(parent[key], list) and parent[key]:
-            parent[key].append(copy.deepcopy(draw(st.sampled_from(parent[key]))))
-        elif action == "amount":
-            parent[key] = draw(AMOUNTS)
-        else:
-            parent[key] = draw({"wrong value": WRONG_VALUES, "text": TEXTS}.get(action, json_values))
-    return order
+    return mutate(draw, copy.deepcopy(draw(st.sampled_from(ORDERS))),
+                  read=lambda path: all(isinstance(k, int) or k in ORDER_KEYS for k in path),
+                  number_keys=NUMBER_KEYS, text_keys=TEXT_KEYS)
 
 
 woo_bodies = st.one_of(

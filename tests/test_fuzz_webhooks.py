@@ -82,9 +82,9 @@ def fuzz(examples: int) -> hsettings:
 
 
 @contextmanager
-def fresh_app():
-    """An app on its own in-memory SQLite and fakeredis, inside its app context."""
-    app = create_app(overrides={"REDIS_CONNECTION": fakeredis.FakeStrictRedis()}, environ=settings())
+def fresh_app(environ: dict[str, str] | None = None):
+    """An app on its own in-memory SQLite and fakeredis, inside its app context (settings(): Shopify's)."""
+    app = create_app(overrides={"REDIS_CONNECTION": fakeredis.FakeStrictRedis()}, environ=environ or settings())
     with tables_of(app):
         yield app
 
@@ -292,7 +292,6 @@ def header_value(normal):
 @st.composite
 def delivery_headers(draw) -> list[tuple[str, str]]:
     """Every header of a delivery but the signature, each one possibly missing, garbled or very long."""
-    headers = []
     normals = {
         "X-Shopify-Topic": st.sampled_from(["orders/paid", "orders/create", "refunds/create", "orders/cancelled",
                                             " orders/paid ",
@@ -303,6 +302,14 @@ def delivery_headers(draw) -> list[tuple[str, str]]:
         "Content-Type": st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
                                          "multipart/form-data; boundary=x", "application/json; charset=utf-16"]),
     }
+    return draw(garbled(normals))
+
+
+@st.composite
+def garbled(draw, normals: dict) -> list[tuple[str, str]]:
+    """Each header of `normals` (its name: a strategy of normal values) possibly missing, garbled or very long,
+    its name in any case, and up to two headers nobody asked for."""
+    headers = []
     for name, normal in normals.items():
         value = draw(header_value(normal))
         if value is not None:

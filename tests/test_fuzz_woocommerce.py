@@ -16,18 +16,15 @@ import hashlib
 import hmac
 import json
 import re
-from contextlib import contextmanager
 
-import fakeredis
 import pytest
 import sqlalchemy as sa
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from connector import create_app, jobs
+from connector import jobs
 from connector.extensions import db
 from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent
-from tests.conftest import tables_of
 from tests.shopify_strategies import json_objects, mutate
 from tests.test_fuzz_webhooks import (
     bodies,
@@ -35,8 +32,9 @@ from tests.test_fuzz_webhooks import (
     control_text,
     count,
     event,
+    fresh_app,
     fuzz,
-    header_value,
+    garbled,
     misfits,
     nothing_stored,
     odd_case,
@@ -74,17 +72,10 @@ def sign(body: bytes, secret: str = WOO_SECRET) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 
 
-@contextmanager
-def fresh_app():
-    """An app with WooCommerce on, on its own in-memory SQLite and fakeredis, inside its app context."""
-    app = create_app(overrides={"REDIS_CONNECTION": fakeredis.FakeStrictRedis()}, environ=woo_settings())
-    with tables_of(app):
-        yield app
-
-
 @pytest.fixture
 def fuzz_app():
-    with fresh_app() as app:
+    """An app with WooCommerce on, on its own in-memory SQLite and fakeredis, inside its app context."""
+    with fresh_app(woo_settings()) as app:
         yield app
 
 
@@ -159,7 +150,6 @@ woo_bodies = st.one_of(
 @st.composite
 def delivery_headers(draw) -> list[tuple[str, str]]:
     """Every header of a WooCommerce delivery but the signature, each one possibly missing, garbled or long."""
-    headers = []
     normals = {
         "X-WC-Webhook-Topic": st.sampled_from([*ORDER_TOPICS, "product.updated", "coupon.created",
                                                "action.woocommerce_payment_complete", " order.updated ",
@@ -172,14 +162,7 @@ def delivery_headers(draw) -> list[tuple[str, str]]:
         "Content-Type": st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
                                          "application/json; charset=utf-8"]),
     }
-    for name, normal in normals.items():
-        value = draw(header_value(normal))
-        if value is not None:
-            headers.append((draw(odd_case(name)), value))
-    for _ in range(draw(st.integers(0, 2))):
-        headers.append(("X-Fuzz-" + draw(st.from_regex(r"[A-Za-z0-9-]{1,12}", fullmatch=True)),
-                        draw(st.one_of(random_text, very_long))))
-    return headers
+    return draw(garbled(normals))
 
 
 @st.composite

@@ -12,10 +12,8 @@ import hashlib
 import hmac
 import html
 import json
-import os
 import random
 import re
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -421,17 +419,7 @@ class _State:
             "last_dates": {k: v.isoformat() for k, v in self.last_dates.items()},
             "last_hashes": self.last_hashes,
         }
-        # Written beside the file and renamed over it: a crash mid-write leaves the previous state whole.
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(kept, out, ensure_ascii=False)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        serving.write_json_atomically(self.path, kept)
 
     def _load(self, path: Path) -> None:
         try:

@@ -1,9 +1,14 @@
-"""What the local fakes share: serving from a thread or until interrupted, and the gate every API call passes."""
+"""What the local fakes share: serving from a thread or until interrupted, the gate every API call passes, and
+writing a state file whole."""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import request
@@ -52,3 +57,17 @@ def api_path(prefix: str) -> str | None:
         return None
     return request.path[len(prefix) + 1 :]
 
+
+
+def write_json_atomically(path: Path, kept: Any) -> None:
+    """Write `kept` as JSON beside `path`, then rename it over: a crash mid-write leaves the old state whole."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(kept, out, ensure_ascii=False)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -11,9 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -78,15 +76,7 @@ class _State:
             "orders": list(self.orders.values()),
             "refunds": {str(order_id): list(refunds.values()) for order_id, refunds in self.refunds.items()},
         }
-        # Beside the file, then renamed over it: a crash mid-write leaves the previous state whole.
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(kept, out, ensure_ascii=False)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        serving.write_json_atomically(self.path, kept)
 
     def _load(self, path: Path) -> None:
         try:

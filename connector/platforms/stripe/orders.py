@@ -340,7 +340,7 @@ def _item_line(item: Mapping[str, Any], currency: str, gross: bool, stripe_tax: 
     if discount < 0:
         before, discount = before - discount, _ZERO
     quantity = Decimal(item["quantity"])
-    return Line(key=_product_key(item), description=item["description"].strip() or "Product",
+    return Line(key=_product_key(item), description=(item["description"] or "").strip() or "Product",
                 unit_price=before / quantity, quantity=quantity, tax_rate=rate, discount=discount,
                 kind="product", tax_problem=problem)
 
@@ -389,7 +389,7 @@ def _gross(data: Mapping[str, Any], stripe_tax: bool) -> bool:
 def _tax_id(details: Mapping[str, Any], country: str) -> str | None:
     """The buyer's tax number from `tax_ids`: an EU VAT number first; the valid one written, else as typed."""
     entries = [entry for entry in details.get("tax_ids") or [] if (entry["value"] or "").strip()]
-    entries.sort(key=lambda entry: entry["type"] != "eu_vat")
+    entries.sort(key=lambda entry: (entry["type"] or "") != "eu_vat")
     for entry in entries:
         value = entry["value"].strip()
         return fiscal.find_tax_id(value, country) or value
@@ -467,11 +467,11 @@ def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = (), m
         store=store,
         order_id=data["id"],
         # Stripe has no order number; the payment is what the seller finds in Stripe's dashboard.
-        name=data["client_reference_id"].strip()[:60] or intent or data["id"][:60],
+        name=(data["client_reference_id"] or "").strip()[:60] or intent or data["id"][:60],
         currency=currency,
         taxes_included=gross,
         total=major(data["amount_total"], currency),
-        financial_status=data["payment_status"],
+        financial_status=data["payment_status"] or "",
         customer=_customer(data),
         lines=(*lines, *([shipping] if shipping else [])),
         test=data["livemode"] is False,  # a payment in Stripe's test mode is no sale

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 import requests
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from connector.platforms.common import PlatformRefused, PlatformUnavailable
 from connector.platforms.stripe import webhook
@@ -246,3 +249,24 @@ def test_a_delivery_is_signed_as_stripe_signs_it(fake):
     assert header.startswith("t=1700000000,v1=")
     assert webhook.verify(body, {"Stripe-Signature": header}, ["whsec_test"], now=1_700_000_010)
     assert not webhook.verify(body, {"Stripe-Signature": header}, ["whsec_other"], now=1_700_000_010)
+
+
+def test_a_delivery_reaches_its_url_with_a_signature_the_connector_accepts():
+    received: list[tuple[bytes, dict]] = []
+
+    @Request.application
+    def endpoint(request):
+        received.append((request.get_data(), dict(request.headers)))
+        return Response("ok")
+
+    server = make_server("127.0.0.1", 0, endpoint)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    event = {"id": "evt_2", "object": "event", "type": "refund.created", "data": {"object": {"id": "re_1"}}}
+
+    answer = stripe_fake.deliver(f"http://127.0.0.1:{server.server_port}/webhooks/stripe", event, "whsec_test")
+    server.server_close()
+
+    body, headers = received[0]
+    assert answer.status_code == 200 and json.loads(body) == event
+    assert headers["Content-Type"].startswith("application/json")
+    assert webhook.verify(body, headers, ["whsec_test"])

@@ -112,14 +112,18 @@ class RestClient:
 
 
 def _error_detail(raw: bytes) -> str:
-    """The error a platform's body names: WooCommerce's {"code", "message"}, Shopify's {"errors"}."""
+    """The error a platform's body names: WooCommerce's {"code", "message"}, Shopify's {"errors"}, Stripe's
+    {"error": {"type", "code", "message"}}."""
     try:
         payload = json.loads(raw)
     except ValueError:
         return ""
     if not isinstance(payload, dict):
         return ""
-    parts = [str(payload[k]) for k in ("code", "message") if isinstance(payload.get(k), str) and payload[k]]
+    keys = ("code", "message")
+    if isinstance(payload.get("error"), dict):
+        payload, keys = payload["error"], ("type", "code", "message")
+    parts = [str(payload[k]) for k in keys if isinstance(payload.get(k), str) and payload[k]]
     errors = payload.get("errors")
     if isinstance(errors, str):
         parts.append(errors)

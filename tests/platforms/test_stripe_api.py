@@ -141,8 +141,6 @@ def test_an_unknown_session_is_refused(client):
     assert "404" in str(refused.value)
 
 
-@pytest.mark.xfail(strict=True, reason="the shared REST client reads WooCommerce's and Shopify's error bodies, "
-                   "not Stripe's nested {'error': {...}}")
 def test_stripes_error_type_and_code_are_in_the_message(client):
     with pytest.raises(PlatformRefused) as refused:
         client.get_session("cs_test_missing")

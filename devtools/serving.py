@@ -1,5 +1,5 @@
-"""What the local fakes share: serving from a thread or until interrupted, the gate every API call passes, and
-writing a state file whole."""
+"""What the local fakes share: serving from a thread or until interrupted, the gate every API call passes, the
+control endpoints (faults, reset, calls), and writing a state file whole."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import request
+from flask import Flask, jsonify, request
 from werkzeug.serving import BaseWSGIServer
 
 from devtools.faults import FaultRules
+from devtools.faults import parse as parse_faults
 
 
 def serve_in_thread(server: BaseWSGIServer, name: str) -> BaseWSGIServer:
@@ -71,3 +73,34 @@ def write_json_atomically(path: Path, kept: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def add_control_routes(app: Flask, state: Callable[[], Any], bad_body: Callable[[str], Exception]) -> None:
+    """The control endpoints every fake has, needing no credentials: POST /_fake/faults (replace the fault
+    rules: [{method, path (a regex on the path after the API's prefix), kind, times, seconds}]; kind "timeout"
+    sleeps `seconds` before answering, any other kind is an HTTP status), POST /_fake/reset and GET /_fake/calls.
+
+    `state()` is the fake's state (with `faults`, `calls`, `lock` and `reset()`); `bad_body(message)` the
+    fake's own 400, in its platform's error shape.
+    """
+
+    def fake_faults():
+        try:
+            rules = parse_faults(request.get_json(silent=True))
+        except ValueError as exc:
+            raise bad_body(str(exc)) from None
+        state().faults.replace(rules)
+        return jsonify({"faults": len(rules)}), 200
+
+    def fake_reset():
+        state().reset()
+        return jsonify({"reset": True}), 200
+
+    def fake_calls():
+        current = state()
+        with current.lock:
+            return jsonify(list(current.calls))
+
+    app.add_url_rule("/_fake/faults", view_func=fake_faults, methods=["POST"])
+    app.add_url_rule("/_fake/reset", view_func=fake_reset, methods=["POST"])
+    app.add_url_rule("/_fake/calls", view_func=fake_calls, methods=["GET"])

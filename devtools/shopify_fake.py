@@ -21,7 +21,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from connector.platforms.polling import parse_time
 from devtools import serving
 from devtools.faults import FaultRules
-from devtools.faults import parse as parse_faults
 
 API = "/admin/api/2025-07"
 DEFAULT_TOKEN = "shpat_local_fake"
@@ -35,6 +34,12 @@ class _State:
         self.orders: dict[int, dict[str, Any]] = {}
         self.faults = FaultRules()
         self.calls: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        with self.lock:
+            self.orders.clear()
+            self.calls.clear()
+        self.faults.replace([])
 
 
 class _Refusal(Exception):
@@ -136,30 +141,6 @@ def fake_orders() -> tuple[Response, int]:
     return jsonify(order), 200 if known else 201
 
 
-def fake_faults() -> tuple[Response, int]:
-    try:
-        faults = parse_faults(request.get_json(silent=True))
-    except ValueError as exc:
-        raise _Refusal(400, str(exc)) from None
-    _state().faults.replace(faults)
-    return jsonify({"faults": len(faults)}), 200
-
-
-def fake_reset() -> tuple[Response, int]:
-    state = _state()
-    with state.lock:
-        state.orders.clear()
-        state.calls.clear()
-    state.faults.replace([])
-    return jsonify({"reset": True}), 200
-
-
-def fake_calls() -> Response:
-    state = _state()
-    with state.lock:
-        return jsonify(list(state.calls))
-
-
 def _refusal_response(error: _Refusal) -> Response:
     response = jsonify({"errors": error.errors})
     response.status_code = error.status
@@ -178,9 +159,7 @@ def create_app(access_token: str = DEFAULT_TOKEN) -> Flask:
     app.register_error_handler(HTTPException, _http_error_response)
     app.add_url_rule(f"{API}/orders.json", view_func=list_orders, methods=["GET"])
     app.add_url_rule("/_fake/orders", view_func=fake_orders, methods=["POST"])
-    app.add_url_rule("/_fake/faults", view_func=fake_faults, methods=["POST"])
-    app.add_url_rule("/_fake/reset", view_func=fake_reset, methods=["POST"])
-    app.add_url_rule("/_fake/calls", view_func=fake_calls, methods=["GET"])
+    serving.add_control_routes(app, _state, lambda message: _Refusal(400, message))
     return app
 
 

@@ -23,7 +23,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from devtools import serving
 from devtools.faults import FaultRules
-from devtools.faults import parse as parse_faults
 
 API = "/v1"
 DEFAULT_KEY = "sk_test_local_fake"
@@ -266,29 +265,6 @@ def fake_refunds() -> tuple[Response, int]:
     return jsonify(refund), 201
 
 
-def fake_faults() -> tuple[Response, int]:
-    """Replace the fault rules: [{method, path (a regex on the path after /v1/), kind, times, seconds}];
-    kind "timeout" sleeps `seconds` before answering, any other kind is an HTTP status."""
-    state = _state()
-    try:
-        faults = parse_faults(request.get_json(silent=True))
-    except ValueError as exc:
-        raise _Refusal(400, "invalid_request_error", str(exc)) from None
-    state.faults.replace(faults)
-    return jsonify({"faults": len(faults)}), 200
-
-
-def fake_reset() -> tuple[Response, int]:
-    _state().reset()
-    return jsonify({"reset": True}), 200
-
-
-def fake_calls() -> Response:
-    state = _state()
-    with state.lock:
-        return jsonify(list(state.calls))
-
-
 def _refusal_response(error: _Refusal) -> Response:
     body: dict[str, Any] = {"type": error.kind, "message": error.message}
     if error.code:
@@ -321,9 +297,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Flask:
     app.add_url_rule(f"{API}/refunds", view_func=list_refunds, methods=["GET"])
     app.add_url_rule("/_fake/sessions", view_func=fake_sessions, methods=["POST"])
     app.add_url_rule("/_fake/refunds", view_func=fake_refunds, methods=["POST"])
-    app.add_url_rule("/_fake/faults", view_func=fake_faults, methods=["POST"])
-    app.add_url_rule("/_fake/reset", view_func=fake_reset, methods=["POST"])
-    app.add_url_rule("/_fake/calls", view_func=fake_calls, methods=["GET"])
+    serving.add_control_routes(app, _state, lambda message: _Refusal(400, "invalid_request_error", message))
     return app
 
 

@@ -30,7 +30,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from connector.platforms.polling import parse_time
 from devtools import serving
 from devtools.faults import FaultRules
-from devtools.faults import parse as parse_faults
 
 API = "/wp-json/wc/v3"
 DEFAULT_KEY = "ck_local_fake"
@@ -301,29 +300,6 @@ def fake_refunds(order_id: int) -> tuple[Response, int]:
     return jsonify(refund), 201
 
 
-def fake_faults() -> tuple[Response, int]:
-    """Replace the fault rules: [{method, path (a regex on the path after /wp-json/wc/v3/), kind, times,
-    seconds}]; kind "timeout" sleeps `seconds` before answering, any other kind is an HTTP status."""
-    state = _state()
-    try:
-        faults = parse_faults(request.get_json(silent=True))
-    except ValueError as exc:
-        raise _Refusal(400, "fake_bad_body", str(exc)) from None
-    state.faults.replace(faults)
-    return jsonify({"faults": len(faults)}), 200
-
-
-def fake_reset() -> tuple[Response, int]:
-    _state().reset()
-    return jsonify({"reset": True}), 200
-
-
-def fake_calls() -> Response:
-    state = _state()
-    with state.lock:
-        return jsonify(list(state.calls))
-
-
 def _refusal_response(error: _Refusal) -> Response:
     response = jsonify({"code": error.code, "message": error.message, "data": {"status": error.status}})
     response.status_code = error.status
@@ -353,9 +329,7 @@ def create_app(
     )
     app.add_url_rule("/_fake/orders", view_func=fake_orders, methods=["POST"])
     app.add_url_rule("/_fake/orders/<int:order_id>/refunds", view_func=fake_refunds, methods=["POST"])
-    app.add_url_rule("/_fake/faults", view_func=fake_faults, methods=["POST"])
-    app.add_url_rule("/_fake/reset", view_func=fake_reset, methods=["POST"])
-    app.add_url_rule("/_fake/calls", view_func=fake_calls, methods=["GET"])
+    serving.add_control_routes(app, _state, lambda message: _Refusal(400, "fake_bad_body", message))
     return app
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
 from flask import Flask, jsonify, request
 from werkzeug.serving import BaseWSGIServer
 
@@ -104,3 +105,30 @@ def add_control_routes(app: Flask, state: Callable[[], Any], bad_body: Callable[
     app.add_url_rule("/_fake/faults", view_func=fake_faults, methods=["POST"])
     app.add_url_rule("/_fake/reset", view_func=fake_reset, methods=["POST"])
     app.add_url_rule("/_fake/calls", view_func=fake_calls, methods=["GET"])
+
+
+class ControlClient:
+    """A running fake's control endpoints, for tests and `./dev`: faults, the calls it answered, reset. Each call
+    raises on an HTTP error; each fake's subclass adds how its own data is put in."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def faults(self, *rules: dict[str, Any]) -> None:
+        """Replace the fault rules (none: clear them); the first matching rule not used up answers a request."""
+        self._post("/_fake/faults", list(rules))
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every API call, oldest first: method, path (after the API's prefix) and query."""
+        answer = requests.get(f"{self.url}/_fake/calls", timeout=5)
+        answer.raise_for_status()
+        return answer.json()
+
+    def reset(self) -> None:
+        """Forget everything put in, every fault rule and every call."""
+        self._post("/_fake/reset", None)
+
+    def _post(self, path: str, body: Any) -> Any:
+        answer = requests.post(f"{self.url}{path}", json=body, timeout=5)
+        answer.raise_for_status()
+        return answer.json()

@@ -330,12 +330,9 @@ def deliver(url: str, event: Any, secret: str, t: int | None = None, timeout: fl
 # --- driving a running fake, as tests do ---------------------------------------------------------
 
 
-class Control:
+class Control(serving.ControlClient):
     """A running fake's control endpoints (sessions and refunds in, faults, the calls it answered, reset).
     Each call raises on an HTTP error."""
-
-    def __init__(self, url: str):
-        self.url = url
 
     def add_session(
         self, session: dict[str, Any], line_items: list[dict[str, Any]] | None = None
@@ -348,25 +345,6 @@ class Control:
 
     def add_refund(self, refund: dict[str, Any]) -> dict[str, Any]:
         return self._post("/_fake/refunds", refund)
-
-    def faults(self, *rules: dict[str, Any]) -> None:
-        """Replace the fault rules (none: clear them); the first matching rule not used up answers a request."""
-        self._post("/_fake/faults", list(rules))
-
-    def calls(self) -> list[dict[str, Any]]:
-        """Every API call, oldest first: method, path (after /v1/) and query."""
-        answer = requests.get(f"{self.url}/_fake/calls", timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def reset(self) -> None:
-        """Forget every session, line item, refund, fault rule and call."""
-        self._post("/_fake/reset", None)
-
-    def _post(self, path: str, body: Any) -> Any:
-        answer = requests.post(f"{self.url}{path}", json=body, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
 
 
 # --- serving -------------------------------------------------------------------------------------

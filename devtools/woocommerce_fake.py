@@ -389,12 +389,12 @@ def ping(url: str, webhook_id: int = 1, timeout: float = 10) -> requests.Respons
 # --- driving a running fake, as tests do ---------------------------------------------------------
 
 
-class Control:
+class Control(serving.ControlClient):
     """A running fake's control endpoints (orders and refunds in, faults, the calls it answered, reset), and
     its REST API read with the consumer key and secret it was started with. Each call raises on an HTTP error."""
 
     def __init__(self, url: str, consumer_key: str = DEFAULT_KEY, consumer_secret: str = DEFAULT_SECRET):
-        self.url = url
+        super().__init__(url)
         self._auth = (consumer_key, consumer_secret)
 
     def add_order(self, order: dict[str, Any]) -> dict[str, Any]:
@@ -406,25 +406,6 @@ class Control:
     def order(self, order_id: int) -> dict[str, Any]:
         """The order as the REST API returns it now (its refunds[] included)."""
         answer = requests.get(f"{self.url}{API}/orders/{order_id}", auth=self._auth, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def faults(self, *rules: dict[str, Any]) -> None:
-        """Replace the fault rules (none: clear them); the first matching rule not used up answers a request."""
-        self._post("/_fake/faults", list(rules))
-
-    def calls(self) -> list[dict[str, Any]]:
-        """Every REST call, oldest first: method, path (after /wp-json/wc/v3/) and query."""
-        answer = requests.get(f"{self.url}/_fake/calls", timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def reset(self) -> None:
-        """Forget every order, refund, fault rule and call."""
-        self._post("/_fake/reset", None)
-
-    def _post(self, path: str, body: Any) -> Any:
-        answer = requests.post(f"{self.url}{path}", json=body, timeout=5)
         answer.raise_for_status()
         return answer.json()
 

@@ -1,8 +1,9 @@
 """A local stand-in for the Stripe API endpoints the connector reads, and Stripe's signed webhook deliveries."""
 
 # Follows Stripe's API reference: Bearer keys, list objects with `has_more` and `starting_after`,
-# `expand[]`, and errors as {"error": {"type", "code", "message"}}. Sessions (with their line items)
-# and refunds live in memory and are put there through the /_fake control endpoints, which need no key.
+# `expand[]`, and errors as {"error": {"type", "code", "message"}}. Sessions (with their line items),
+# refunds, payment intents outside Checkout, events and exchange rates live in memory and are put there
+# through the /_fake control endpoints, which need no key. The account settles in EUR.
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import requests
@@ -29,6 +31,12 @@ DEFAULT_KEY = "sk_test_local_fake"
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
+MAX_EVENT_TYPES = 20
+SETTLEMENT_CURRENCY = "eur"
+# Stripe's zero-decimal and three-decimal currencies: their minor unit is not a hundredth.
+ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
+                          "vuv", "xaf", "xof", "xpf"})
+THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 
 
 class _State:
@@ -38,6 +46,9 @@ class _State:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.line_items: dict[str, list[dict[str, Any]]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}  # in the order they were made
+        self.payment_intents: dict[str, dict[str, Any]] = {}  # payments that no Checkout Session made
+        self.events: dict[str, dict[str, Any]] = {}  # in the order they were put in
+        self.exchange_rates: dict[str, Decimal] = {}  # EUR per major unit of the currency
         self.faults = FaultRules()
         self.calls: list[dict[str, Any]] = []
         self.counter = 0
@@ -47,6 +58,9 @@ class _State:
             self.sessions.clear()
             self.line_items.clear()
             self.refunds.clear()
+            self.payment_intents.clear()
+            self.events.clear()
+            self.exchange_rates.clear()
             self.faults.replace([])
             self.calls.clear()
             self.counter = 0
@@ -170,16 +184,23 @@ def list_sessions() -> Response:
     return _list(chosen, f"{API}/checkout/sessions")
 
 
-def get_payment_intent(payment_intent_id: str) -> Response:
-    """The payment intent a session made, as far as the session tells (amount, currency, status)."""
-    state = _state()
+def _suffix(payment_intent_id: str) -> str:
+    return payment_intent_id.removeprefix("pi_")
+
+
+def _intent_and_billing(state: _State, payment_intent_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The payment intent (one put in as it is, else what the session that made it tells) and who paid it."""
     with state.lock:
+        stored = state.payment_intents.get(payment_intent_id)
         session = next((s for s in state.sessions.values() if s.get("payment_intent") == payment_intent_id), None)
+    if stored is not None:
+        intent = {k: v for k, v in stored.items() if k != "billing_details"}
+        return intent, dict(stored.get("billing_details") or {})
     if session is None:
         raise _Refusal(404, "invalid_request_error", f"No such payment_intent: '{payment_intent_id}'",
                        "resource_missing", "intent")
     paid = session.get("payment_status") == "paid"
-    return jsonify({
+    intent = {
         "id": payment_intent_id,
         "object": "payment_intent",
         "amount": session.get("amount_total"),
@@ -187,7 +208,133 @@ def get_payment_intent(payment_intent_id: str) -> Response:
         "status": "succeeded" if paid else "processing",
         "created": session.get("created"),
         "livemode": False,
-    })
+    }
+    customer = session.get("customer_details") or {}
+    billing = {key: customer.get(key) for key in ("name", "email", "address", "phone")}
+    return intent, billing
+
+
+def _in_eur(state: _State, amount: Any, currency: Any) -> tuple[int, float | None]:
+    """The settlement of `amount` (minor units of `currency`) in EUR cents, and the rate used (None for EUR)."""
+    currency = str(currency or "").lower()
+    if currency == SETTLEMENT_CURRENCY:
+        return int(amount), None
+    with state.lock:
+        rate = state.exchange_rates.get(currency)
+    if rate is None:
+        # A made-up rate would hide a test's forgotten setting behind plausible numbers.
+        raise _Refusal(400, "invalid_request_error",
+                       f"the fake has no exchange rate for '{currency}': POST /_fake/exchange_rates first")
+    exponent = 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+    euros = Decimal(int(amount)).scaleb(-exponent) * rate
+    return int((euros * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP)), float(rate)
+
+
+def _charge(state: _State, intent: dict[str, Any], billing: dict[str, Any], with_balance: bool) -> dict[str, Any]:
+    """The intent's one charge: pending (no balance transaction yet) until the intent succeeds."""
+    charge_id = f"ch_{_suffix(intent['id'])}"
+    succeeded = intent.get("status") == "succeeded"
+    with state.lock:
+        refunded = sum(r.get("amount") or 0 for r in state.refunds.values()
+                       if r.get("charge") == charge_id and r.get("status") == "succeeded")
+    balance: Any = None
+    if succeeded:
+        balance = f"txn_{_suffix(intent['id'])}"
+        if with_balance:
+            amount, rate = _in_eur(state, intent.get("amount") or 0, intent.get("currency"))
+            balance = {
+                "id": balance, "object": "balance_transaction", "amount": amount, "currency": SETTLEMENT_CURRENCY,
+                "exchange_rate": rate, "fee": 0, "net": amount, "status": "available", "type": "charge",
+                "source": charge_id, "created": intent.get("created"),
+            }
+    amount = intent.get("amount") or 0
+    return {
+        "id": charge_id,
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount if succeeded else 0,
+        "amount_refunded": refunded,
+        "refunded": succeeded and refunded >= amount > 0,
+        "currency": intent.get("currency"),
+        "status": "succeeded" if succeeded else "pending",
+        "paid": succeeded,
+        "payment_intent": intent["id"],
+        "billing_details": {
+            "name": billing.get("name"),
+            "email": billing.get("email"),
+            "phone": billing.get("phone"),
+            "address": billing.get("address"),
+        },
+        "balance_transaction": balance,
+        "created": intent.get("created"),
+        "livemode": False,
+    }
+
+
+def get_payment_intent(payment_intent_id: str) -> Response:
+    """A payment intent, its `latest_charge` an id, or the charge when `expand[]=latest_charge` (and its
+    balance transaction with `latest_charge.balance_transaction`). An intent that has not been paid, is not
+    processing and names no charge has none."""
+    state = _state()
+    intent, billing = _intent_and_billing(state, payment_intent_id)
+    expanded = _expanded()
+    if intent.get("status") in ("succeeded", "processing"):
+        with_balance = "latest_charge.balance_transaction" in expanded
+        charge = _charge(state, intent, billing, with_balance)
+        intent["latest_charge"] = charge if with_balance or "latest_charge" in expanded else charge["id"]
+    else:
+        intent["latest_charge"] = None
+    return jsonify(intent)
+
+
+def _epoch(name: str) -> int | None:
+    text = request.args.get(name)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise _Refusal(400, "invalid_request_error", f"Invalid integer: {text}", "parameter_invalid_integer", name)
+    return int(text)
+
+
+def _type_matches(pattern: str, name: str) -> bool:
+    # `type` takes a trailing wildcard (`charge.*`), as Stripe's does.
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def list_events() -> Response:
+    """Events newest first, filtered by `type` (with `*`) or `types[]` (at most 20), and `created[gt|gte|lt|lte]`
+    or `created`."""
+    state = _state()
+    types = request.args.getlist("types[]")
+    one_type = request.args.get("type")
+    if len(types) > MAX_EVENT_TYPES:
+        raise _Refusal(400, "invalid_request_error", f"types: at most {MAX_EVENT_TYPES} event types",
+                       "parameter_invalid_array", "types")
+    if types and one_type is not None:
+        raise _Refusal(400, "invalid_request_error", "You may pass either type or types, but not both.",
+                       "parameter_invalid", "types")
+    bounds = {op: _epoch(f"created[{op}]") for op in ("gt", "gte", "lt", "lte")}
+    exact = _epoch("created")
+    with state.lock:
+        events = list(state.events.values())
+
+    def wanted(event: dict[str, Any]) -> bool:
+        name, created = str(event.get("type") or ""), event["created"]
+        return (
+            (not types or name in types)
+            and (one_type is None or _type_matches(one_type, name))
+            and (exact is None or created == exact)
+            and (bounds["gt"] is None or created > bounds["gt"])
+            and (bounds["gte"] is None or created >= bounds["gte"])
+            and (bounds["lt"] is None or created < bounds["lt"])
+            and (bounds["lte"] is None or created <= bounds["lte"])
+        )
+
+    # Newest first; of events made in one second, the one put in last comes first.
+    chosen = sorted((e for e in reversed(events) if wanted(e)), key=lambda e: e["created"], reverse=True)
+    return _list(chosen, f"{API}/events")
 
 
 def list_refunds() -> Response:
@@ -265,6 +412,72 @@ def fake_refunds() -> tuple[Response, int]:
     return jsonify(refund), 201
 
 
+def fake_payment_intents() -> tuple[Response, int]:
+    """Store one payment intent that no Checkout Session made ({id, amount, currency, status, billing_details
+    {name, email, address, phone}, …}); it is served as it is, with its charge, and no session lists it."""
+    state = _state()
+    intent = request.get_json(silent=True)
+    if not isinstance(intent, dict):
+        raise _Refusal(400, "invalid_request_error", "the body must be one payment_intent object")
+    amount = intent.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise _Refusal(400, "invalid_request_error", "the payment intent needs a positive integer amount")
+    if intent.get("billing_details") is not None and not isinstance(intent["billing_details"], dict):
+        raise _Refusal(400, "invalid_request_error", "billing_details must be an object")
+    intent = dict(intent)
+    with state.lock:
+        if not isinstance(intent.get("id"), str) or not intent["id"].startswith("pi_"):
+            intent["id"] = state.new_id("pi_")
+        intent.setdefault("object", "payment_intent")
+        intent.setdefault("currency", "eur")
+        intent.setdefault("status", "succeeded")
+        intent.setdefault("created", int(time.time()))
+        intent.setdefault("livemode", False)
+        replaced = intent["id"] in state.payment_intents
+        state.payment_intents[intent["id"]] = intent
+    return jsonify(intent), 200 if replaced else 201
+
+
+def fake_events() -> tuple[Response, int]:
+    """Store one event as it is; `id` (evt_…), `object` and `created` (now) are filled in when it has none."""
+    state = _state()
+    event = request.get_json(silent=True)
+    if not isinstance(event, dict):
+        raise _Refusal(400, "invalid_request_error", "the body must be one event object")
+    event = dict(event)
+    created = event.get("created")
+    if created is not None and (isinstance(created, bool) or not isinstance(created, int)):
+        raise _Refusal(400, "invalid_request_error", "created must be a Unix time in whole seconds")
+    if event.get("id") is not None and not isinstance(event["id"], str):
+        raise _Refusal(400, "invalid_request_error", "id must be a string")
+    with state.lock:
+        if event.get("id") is None:
+            event["id"] = state.new_id("evt_")
+        event.setdefault("object", "event")
+        if created is None:
+            event["created"] = int(time.time())
+        state.events.pop(event["id"], None)
+        state.events[event["id"]] = event
+    return jsonify(event), 201
+
+
+def fake_exchange_rates() -> tuple[Response, int]:
+    """Set the EUR a major unit of each currency is worth ({"jpy": 0.0062}); its payments settle at that rate."""
+    state = _state()
+    rates = request.get_json(silent=True)
+    if not isinstance(rates, dict) or not rates:
+        raise _Refusal(400, "invalid_request_error", 'the body must be {"<currency>": <EUR per unit>, …}')
+    parsed = {}
+    for currency, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
+            raise _Refusal(400, "invalid_request_error", f"the rate of {currency!r} must be a positive number")
+        parsed[str(currency).lower()] = Decimal(str(rate))
+    with state.lock:
+        state.exchange_rates.update(parsed)
+        kept = {currency: float(rate) for currency, rate in state.exchange_rates.items()}
+    return jsonify(kept), 200
+
+
 def _refusal_response(error: _Refusal) -> Response:
     body: dict[str, Any] = {"type": error.kind, "message": error.message}
     if error.code:
@@ -295,8 +508,12 @@ def create_app(api_key: str = DEFAULT_KEY) -> Flask:
                      methods=["GET"])
     app.add_url_rule(f"{API}/payment_intents/<payment_intent_id>", view_func=get_payment_intent, methods=["GET"])
     app.add_url_rule(f"{API}/refunds", view_func=list_refunds, methods=["GET"])
+    app.add_url_rule(f"{API}/events", view_func=list_events, methods=["GET"])
     app.add_url_rule("/_fake/sessions", view_func=fake_sessions, methods=["POST"])
     app.add_url_rule("/_fake/refunds", view_func=fake_refunds, methods=["POST"])
+    app.add_url_rule("/_fake/payment_intents", view_func=fake_payment_intents, methods=["POST"])
+    app.add_url_rule("/_fake/events", view_func=fake_events, methods=["POST"])
+    app.add_url_rule("/_fake/exchange_rates", view_func=fake_exchange_rates, methods=["POST"])
     serving.add_control_routes(app, _state, lambda message: _Refusal(400, "invalid_request_error", message))
     return app
 
@@ -331,8 +548,8 @@ def deliver(url: str, event: Any, secret: str, t: int | None = None, timeout: fl
 
 
 class Control(serving.ControlClient):
-    """A running fake's control endpoints (sessions and refunds in, faults, the calls it answered, reset).
-    Each call raises on an HTTP error."""
+    """A running fake's control endpoints (sessions, refunds, payment intents, events and exchange rates in,
+    faults, the calls it answered, reset). Each call raises on an HTTP error."""
 
     def add_session(
         self, session: dict[str, Any], line_items: list[dict[str, Any]] | None = None
@@ -345,6 +562,18 @@ class Control(serving.ControlClient):
 
     def add_refund(self, refund: dict[str, Any]) -> dict[str, Any]:
         return self._post("/_fake/refunds", refund)
+
+    def add_payment_intent(self, intent: dict[str, Any]) -> dict[str, Any]:
+        """Store a payment intent no Checkout Session made; its `billing_details` go on its charge."""
+        return self._post("/_fake/payment_intents", intent)
+
+    def add_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Store an event for the events list to give, as Stripe keeps the events it sent (or failed to)."""
+        return self._post("/_fake/events", event)
+
+    def set_exchange_rates(self, rates: dict[str, float]) -> dict[str, float]:
+        """Set what a major unit of each currency is worth in EUR, e.g. {"jpy": 0.0062}."""
+        return self._post("/_fake/exchange_rates", rates)
 
 
 # --- serving -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Stripe REST client against the local fake: sessions, lines with taxes, refunds, paging, its two errors."""
+"""The Stripe REST client against the local fake: sessions, lines, refunds, payments, events, its errors."""
 
 from __future__ import annotations
 
@@ -268,3 +268,154 @@ def test_a_delivery_reaches_its_url_with_a_signature_the_connector_accepts():
     assert answer.status_code == 200 and json.loads(body) == event
     assert headers["Content-Type"].startswith("application/json")
     assert webhook.verify(body, headers, ["whsec_test"])
+
+
+PAID_SESSION = {
+    "id": SESSION, "payment_intent": "pi_3Abc", "amount_total": 4990, "currency": "eur", "payment_status": "paid",
+    "customer_details": {"name": "Ana Ferreira", "email": "ana@example.pt", "phone": None,
+                         "address": {"line1": "Rua Augusta 100", "city": "Lisboa", "postal_code": "1100-053",
+                                     "country": "PT", "line2": None, "state": None}},
+}
+
+
+def test_a_payment_comes_with_its_charge_billing_and_settlement_expanded(fake, client):
+    fake.add_session(PAID_SESSION)
+
+    intent = client.payment_intent_with_charge("pi_3Abc")
+    charge = intent["latest_charge"]
+    [asked] = [c for c in fake.calls() if c["path"] == "payment_intents/pi_3Abc"]
+
+    assert asked["query"] == {"expand[]": "latest_charge.balance_transaction"}
+    assert charge["object"] == "charge" and charge["id"].startswith("ch_")
+    assert charge["payment_intent"] == "pi_3Abc"
+    assert charge["billing_details"]["name"] == "Ana Ferreira"
+    assert charge["billing_details"]["email"] == "ana@example.pt"
+    assert charge["billing_details"]["address"]["postal_code"] == "1100-053"
+    settled = charge["balance_transaction"]
+    assert (settled["amount"], settled["currency"], settled["exchange_rate"]) == (4990, "eur", None)
+    # The charge is the same one whenever it is read.
+    assert client.payment_intent_with_charge("pi_3Abc")["latest_charge"]["id"] == charge["id"]
+
+
+@pytest.mark.parametrize(("currency", "amount", "rate", "euro_cents"), [
+    ("jpy", 4500, 0.0062, 2790),  # zero-decimal: 4500 is ¥4500
+    ("usd", 1999, 0.9235, 1846),  # 18.460765 EUR
+    ("gbp", 1, 1.005, 1),  # 0.01005 EUR: to the cent
+    ("usd", 10, 0.05, 1),  # 0.005 EUR: a half cent rounds up
+])
+def test_a_payment_in_another_currency_settles_in_euros_at_the_rate_to_the_cent(
+    fake, client, currency, amount, rate, euro_cents
+):
+    fake.add_session({**PAID_SESSION, "currency": currency, "amount_total": amount})
+    fake.set_exchange_rates({currency: rate})
+
+    intent = client.payment_intent_with_charge("pi_3Abc")
+    settled = intent["latest_charge"]["balance_transaction"]
+
+    assert (intent["amount"], intent["currency"]) == (amount, currency)
+    assert (settled["amount"], settled["currency"], settled["exchange_rate"]) == (euro_cents, "eur", rate)
+
+
+def test_a_payment_outside_checkout_is_read_with_its_charge_and_has_no_session(fake, client):
+    fake.add_payment_intent({"id": "pi_3Direct", "amount": 2500, "currency": "eur", "status": "succeeded",
+                             "description": "Consultoria",
+                             "billing_details": {"name": "Rui Costa", "email": "rui@example.pt"}})
+
+    intent = client.payment_intent_with_charge("pi_3Direct")
+
+    assert intent["description"] == "Consultoria" and intent["amount"] == 2500
+    assert intent["latest_charge"]["billing_details"]["name"] == "Rui Costa"
+    assert intent["latest_charge"]["balance_transaction"]["amount"] == 2500
+    assert client.session_of_payment_intent("pi_3Direct") is None
+
+
+def test_a_payment_still_processing_has_a_charge_but_no_settlement_yet(fake, client):
+    fake.add_session({**PAID_SESSION, "payment_status": "unpaid"})
+
+    charge = client.payment_intent_with_charge("pi_3Abc")["latest_charge"]
+
+    assert charge["status"] == "pending" and charge["balance_transaction"] is None
+
+
+def test_a_payment_never_attempted_has_no_charge(fake, client):
+    fake.add_payment_intent({"id": "pi_3Open", "amount": 900, "status": "requires_payment_method"})
+
+    assert client.payment_intent_with_charge("pi_3Open")["latest_charge"] is None
+
+
+def test_a_refund_shows_on_the_charge_it_was_made_of(fake, client):
+    fake.add_session(PAID_SESSION)
+    charge_id = client.payment_intent_with_charge("pi_3Abc")["latest_charge"]["id"]
+    fake.add_refund({"id": "re_1", "charge": charge_id, "payment_intent": "pi_3Abc", "amount": 990})
+
+    assert client.payment_intent_with_charge("pi_3Abc")["latest_charge"]["amount_refunded"] == 990
+
+
+@pytest.mark.parametrize("answer", [
+    {"id": "pi_3Abc", "object": "payment_intent", "latest_charge": "ch_3Abc"},  # not expanded
+    {"id": "pi_3Abc", "object": "payment_intent",
+     "latest_charge": {"id": "ch_3Abc", "object": "charge", "balance_transaction": "txn_1"}},
+    {"id": "cs_test_1", "object": "checkout.session"},
+])
+def test_a_payment_answered_without_the_expansions_asked_for_is_refused(answer):
+    transport = _Answering(answer)
+
+    with pytest.raises(PlatformRefused):
+        StripeAPI(KEY, base_url="http://stripe.invalid", session=transport).payment_intent_with_charge("pi_3Abc")
+
+
+def test_an_unknown_payment_is_refused(client):
+    with pytest.raises(PlatformRefused) as refused:
+        client.payment_intent_with_charge("pi_3Nowhere")
+
+    assert "404" in str(refused.value)
+
+
+def test_events_of_the_types_asked_created_after_the_time_are_read_newest_first_over_pages(fake, client):
+    for n in range(120):
+        fake.add_event({"id": f"evt_{n:04d}", "type": "charge.refunded", "created": 1_700_000_000 + n})
+    fake.add_event({"id": "evt_other", "type": "customer.created", "created": 1_700_000_050})
+    fake.add_event({"id": "evt_session", "type": "checkout.session.completed", "created": 1_700_000_200})
+
+    events = client.events(["charge.refunded", "checkout.session.completed"], 1_700_000_009)
+    pages = [c for c in fake.calls() if c["path"] == "events"]
+
+    assert [e["id"] for e in events] == ["evt_session", *(f"evt_{n:04d}" for n in reversed(range(10, 120)))]
+    assert len(pages) == 2 and pages[0]["query"]["created[gt]"] == "1700000009"
+    assert pages[1]["query"]["starting_after"] == "evt_0021"
+
+
+def test_events_are_asked_for_each_type_as_stripe_reads_arrays(base_url):
+    asked: list[str] = []
+
+    class Recording(requests.Session):
+        def get(self, url, **kwargs):
+            prepared = requests.Request("GET", url, params=kwargs.get("params")).prepare()
+            asked.append(prepared.url)
+            return super().get(url, **kwargs)
+
+    StripeAPI(KEY, base_url=base_url, session=Recording()).events(["refund.created", "charge.refunded"], 5)
+
+    assert "types%5B%5D=refund.created&types%5B%5D=charge.refunded" in asked[0]
+
+
+@pytest.mark.parametrize(("types", "after"), [
+    ([], 0),
+    ([f"type.n{n}" for n in range(21)], 0),
+    (["charge.*"], 0),  # a wildcard is `type`'s, not `types[]`'s
+    (["charge.refunded&limit=1"], 0),
+    (["charge.refunded"], -1),
+    (["charge.refunded"], True),
+    (["charge.refunded"], "1700000000"),
+])
+def test_an_events_list_stripe_would_not_take_is_refused_before_any_request(fake, client, types, after):
+    with pytest.raises(ValueError):
+        client.events(types, after)
+
+    assert fake.calls() == []
+
+
+def test_twenty_event_types_are_asked_for_in_one_list(fake, client):
+    fake.add_event({"id": "evt_1", "type": "type.n19", "created": 10})
+
+    assert [e["id"] for e in client.events([f"type.n{n}" for n in range(20)], 0)] == ["evt_1"]

@@ -35,7 +35,7 @@ def session_of(event):
 
 def test_a_paid_completed_session_is_a_sale_of_the_session():
     assert kinds(stripe.changes(load("checkout_session_completed_paid.json"), "checkout.session.completed",
-                                SETTINGS)) == [("sale", "cs_live_a1B2c3D4e5F6g7H8i9J0kLmNoPqRsTuVwXyZ", None)]
+                                SETTINGS)) == [("sale", "pi_3QhT7uAbCdEfGh1J0kLmNoPq", None)]
 
 
 def test_a_multibanco_session_owes_nothing_until_its_payment_succeeds():
@@ -44,7 +44,7 @@ def test_a_multibanco_session_owes_nothing_until_its_payment_succeeds():
     assert change.kind == "none"
     assert "delayed method (e.g. Multibanco)" in change.reason
     assert kinds(stripe.changes(load("async_payment_succeeded.json"), "checkout.session.async_payment_succeeded",
-                                SETTINGS)) == [("sale", "cs_live_b1MbWay2Multibanco3Pending4", None)]
+                                SETTINGS)) == [("sale", "pi_3QhU1aAbCdEfGh1Mb0Multi", None)]
 
 
 @pytest.mark.parametrize("topic, words", [("checkout.session.async_payment_failed", "failed"),
@@ -64,11 +64,14 @@ def test_a_charge_refunded_is_one_refund_per_listed_refund_of_the_payment_intent
         "re_3QhX1eAbCdEfGh1Refund01", "re_3QhZ9zAbCdEfGh1Refund03"]
 
 
-def test_a_charge_that_lists_no_refunds_owes_nothing_here_and_says_they_are_read_from_stripe():
+def test_a_charge_that_lists_no_refunds_is_a_lookup_of_its_refunds_at_stripe():
     event = load("charge_refunded_partial.json")
     del session_of(event)["refunds"]
     [change] = stripe.changes(event, "charge.refunded", SETTINGS)
-    assert change.kind == "none" and "read from Stripe" in change.reason
+    assert (change.kind, change.order_id) == ("lookup", "pi_3QhT7uAbCdEfGh1J0kLmNoPq")
+    session_of(event)["id"] = None
+    [change] = stripe.changes(event, "charge.refunded", SETTINGS)
+    assert change.kind == "none" and "no id" in change.reason
 
 
 def test_a_refund_created_is_a_refund_of_its_payment_intent_unless_it_failed():
@@ -149,8 +152,10 @@ def test_a_session_without_stripe_tax_is_at_the_default_rate_with_vat_included()
     plan = planned(order)
     assert plan.verdict == "issue", plan.reasons
     assert plan.expected_total == plan.computed_total == Decimal("49.90")
-    assert stripe.to_order(load("async_payment_succeeded.json"), store="",
-                           default_rate=Decimal("13")).lines[0].tax_rate == 13
+    at_13 = dataclasses.replace(SETTINGS, default_vat_rate=Decimal("13"))
+    assert stripe.to_order(load("async_payment_succeeded.json"), store="", settings=at_13).lines[0].tax_rate == 13
+    exempt = dataclasses.replace(SETTINGS, default_vat_rate=Decimal("0"))
+    assert stripe.to_order(load("async_payment_succeeded.json"), store="", settings=exempt).lines[0].tax_rate == 0
 
 
 def test_a_jpy_session_is_in_whole_yen():

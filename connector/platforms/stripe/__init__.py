@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connector.platforms.stripe.api import DEFAULT_BASE_URL, StripeAPI
 from connector.platforms.stripe.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
-from connector.platforms.stripe.refunds import is_refund, snapshot, to_refund
+from connector.platforms.stripe.refunds import is_refund, to_refund
+from connector.platforms.stripe.sources import look_up, snapshot
 from connector.platforms.stripe.webhook import (
     NAME,
     SECRET_SETTING,
@@ -20,9 +22,12 @@ from connector.platforms.stripe.webhook import (
 PAID_TOPIC = SESSION_COMPLETED
 
 
-def api_client(config: Mapping[str, Any]):
-    """The Stripe API client the worker reads a session's lines with; none yet."""
-    return None
+def api_client(config: Mapping[str, Any]) -> StripeAPI | None:
+    """The Stripe API client the worker reads sessions' lines and charges' refunds with (None without a key)."""
+    if not config.get("STRIPE_API_KEY"):
+        return None
+    return StripeAPI(config["STRIPE_API_KEY"], config.get("STRIPE_API_BASE_URL") or DEFAULT_BASE_URL,
+                     timeout=(5, float(config.get("STRIPE_READ_TIMEOUT") or 20)))
 
 
 def unwrap(payload: Mapping) -> Mapping:
@@ -40,6 +45,7 @@ __all__ = [
     "delivery",
     "event_key",
     "is_refund",
+    "look_up",
     "snapshot",
     "to_order",
     "to_refund",

@@ -1,9 +1,9 @@
-"""Stripe's REST API, read only (Checkout Sessions, their line items, refunds): a typed client with two errors."""
+"""Stripe's REST API, read only (Checkout Sessions, line items, refunds, payments, events): a typed client."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 import requests
@@ -23,6 +23,10 @@ _ID_BODY = re.compile(r"[A-Za-z0-9_]{1,250}")
 SESSION_PREFIXES = ("cs_",)
 CHARGE_PREFIXES = ("ch_", "py_")  # `py_` charges come from some payment methods (SEPA, Bancontact, …)
 PAYMENT_INTENT_PREFIXES = ("pi_",)
+MAX_EVENT_TYPES = 20  # the most `types[]` Stripe takes in one events list
+# An event type is dotted lower-case words (`checkout.session.completed`); Stripe's `type` filter also takes `*`,
+# `types[]` does not.
+_EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 
 
 class StripeAPI:
@@ -65,6 +69,42 @@ class StripeAPI:
         path = f"payment_intents/{stripe_id(payment_intent_id, PAYMENT_INTENT_PREFIXES)}"
         return self._object(path, "payment_intent")
 
+    def payment_intent_with_charge(self, payment_intent_id: str) -> dict:
+        """GET payment_intents/{id} with its latest charge and that charge's balance transaction expanded.
+
+        `latest_charge` is None while the intent has no charge, else the charge (`billing_details`,
+        `amount_refunded`, …) whose `balance_transaction` is None until the money settles, else the
+        settlement: `amount` in the account's currency's minor units, `currency`, and `exchange_rate`
+        (None when nothing was converted). Anything else is refused, an id left unexpanded included.
+        """
+        path = f"payment_intents/{stripe_id(payment_intent_id, PAYMENT_INTENT_PREFIXES)}"
+        intent = self._object(path, "payment_intent", {"expand[]": "latest_charge.balance_transaction"})
+        charge = intent.get("latest_charge")
+        if charge is None:
+            return intent
+        if not _is_object(charge, "charge"):
+            raise PlatformRefused(f"Stripe GET {path}: the latest charge is not the expanded charge asked for")
+        balance = charge.get("balance_transaction")
+        if balance is not None and not _is_object(balance, "balance_transaction"):
+            raise PlatformRefused(f"Stripe GET {path}: the balance transaction is not the expanded one asked for")
+        return intent
+
+    def events(self, types: Sequence[str], created_after: int) -> list[dict]:
+        """Every event of one of `types` (at most 20) created after the epoch second `created_after`, all pages.
+
+        Newest first, as Stripe lists them. Stripe keeps events for 30 days: an older `created_after`
+        gives what it still has, without saying that the rest is gone.
+        """
+        wanted = list(dict.fromkeys(types))
+        if not wanted or len(wanted) > MAX_EVENT_TYPES:
+            raise ValueError(f"between 1 and {MAX_EVENT_TYPES} event types, as Stripe takes them")
+        if not all(isinstance(name, str) and _EVENT_TYPE.fullmatch(name) for name in wanted):
+            raise ValueError("an event type is dotted lower-case words, such as checkout.session.completed")
+        if isinstance(created_after, bool) or not isinstance(created_after, int) or created_after < 0:
+            raise ValueError("created_after is a Unix time in whole seconds")
+        # requests repeats a key whose value is a list: types[]=a&types[]=b, as Stripe reads arrays.
+        return self._all("events", {"types[]": wanted, "created[gt]": str(created_after)})
+
     def session_of_payment_intent(self, payment_intent_id: str) -> dict | None:
         """The Checkout Session that created a payment intent, or None when it came from no Checkout Session."""
         found = self._page(
@@ -73,15 +113,13 @@ class StripeAPI:
         )[0]
         return found[0] if found else None
 
-    def _object(self, path: str, kind: str) -> dict:
-        payload, _ = self._rest.get(path)
-        if not isinstance(payload, dict) or (
-            payload.get("object") != kind or not isinstance(payload.get("id"), str)
-        ):
+    def _object(self, path: str, kind: str, params: Mapping[str, str] | None = None) -> dict:
+        payload, _ = self._rest.get(path, params)
+        if not _is_object(payload, kind):
             raise PlatformRefused(f"Stripe GET {path}: the answer is not the {kind} the API describes")
         return payload
 
-    def _all(self, path: str, params: Mapping[str, str]) -> list[dict]:
+    def _all(self, path: str, params: Mapping[str, str | list[str]]) -> list[dict]:
         items: list[dict] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
@@ -98,7 +136,7 @@ class StripeAPI:
             cursor = last
         raise PlatformRefused(f"Stripe GET {path}: more than {MAX_PAGES} pages")
 
-    def _page(self, path: str, params: Mapping[str, str]) -> tuple[list[dict], bool]:
+    def _page(self, path: str, params: Mapping[str, str | list[str]]) -> tuple[list[dict], bool]:
         payload, _ = self._rest.get(path, params)
         data = payload.get("data") if isinstance(payload, dict) else None
         if (
@@ -109,6 +147,11 @@ class StripeAPI:
         ):
             raise PlatformRefused(f"Stripe GET {path}: the answer is not the list the API describes")
         return data, payload.get("has_more") is True
+
+
+def _is_object(value: object, kind: str) -> bool:
+    """Whether `value` is a Stripe object of `kind` with an id, as an expanded field or an answer is."""
+    return isinstance(value, dict) and value.get("object") == kind and isinstance(value.get("id"), str)
 
 
 def stripe_id(value: object, prefixes: tuple[str, ...]) -> str:

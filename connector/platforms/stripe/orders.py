@@ -78,16 +78,24 @@ _REFUNDING = ("succeeded", "pending", "requires_action")
 
 
 def changes(payload: Any, topic: str, settings: Any) -> list[common.Change]:
-    """What one Stripe event means for invoicing: a sale, refunds, or nothing (and why). Never raises."""
+    """What one Stripe event means for invoicing: a sale, refunds, or nothing (and why). Never raises.
+
+    A sale is keyed by the session's payment intent, which its refunds name: a refund finds its invoice by it.
+    """
     obj = printable(event_object(payload))
     if not isinstance(obj, Mapping):
         return [_none("The Stripe event carries no object: nothing is invoiced.")]
+    if isinstance(payload, Mapping) and payload.get("livemode") is False \
+            and not getattr(settings, "issue_test_orders", False):
+        return [_none("This is an event of Stripe's test mode: test payments are not invoiced "
+                      "(ISSUE_TEST_ORDERS).")]
     if topic in (webhook.SESSION_COMPLETED, webhook.SESSION_PAYMENT_SUCCEEDED,
                  webhook.SESSION_PAYMENT_FAILED, webhook.SESSION_EXPIRED):
-        session_id = _id(obj.get("id"), "cs_")
-        if session_id is None:
+        if _id(obj.get("id"), "cs_") is None:
             return [_none("The Stripe event is not about a Checkout Session: nothing is invoiced.")]
-        return [_session_change(session_id, obj.get("payment_status"), topic)]
+        return [_session_change(obj, topic)]
+    if topic == webhook.PAYMENT_SUCCEEDED:
+        return [_payment_change(obj, settings)]
     if topic == webhook.CHARGE_REFUNDED:
         return _charge_refunds(obj)
     if topic == webhook.REFUND_CREATED:
@@ -95,20 +103,46 @@ def changes(payload: Any, topic: str, settings: Any) -> list[common.Change]:
     return [_none(f"Stripe's '{printable(topic) or 'unnamed'}' event owes no document: nothing is invoiced.")]
 
 
-def _session_change(session_id: str, payment_status: Any, topic: str) -> common.Change:
+def sale_id(session: Mapping) -> str | None:
+    """The id a session's sale is kept under: its payment intent (which refunds name), else the session's own."""
+    return _id(session.get("payment_intent"), "pi_") or _id(session.get("id"), "cs_")
+
+
+def order_name(session: Mapping) -> str:
+    """What the seller finds the sale by: their own reference, else the payment (Stripe has no order numbers)."""
+    reference = session.get("client_reference_id")
+    reference = reference.strip()[:60] if isinstance(reference, str) else ""
+    return reference or _id(session.get("payment_intent"), "pi_") or str(session.get("id"))[:60]
+
+
+def _session_change(session: Mapping, topic: str) -> common.Change:
+    sale = common.Change(kind="sale", order_id=sale_id(session), fetched=True, order_name=order_name(session))
     if topic == webhook.SESSION_PAYMENT_SUCCEEDED:
-        return common.Change(kind="sale", order_id=session_id)
+        return sale
     if topic == webhook.SESSION_PAYMENT_FAILED:
         return _none("The checkout's delayed payment failed: nothing is invoiced.")
     if topic == webhook.SESSION_EXPIRED:
         return _none("The checkout expired without a payment: nothing is invoiced.")
+    payment_status = session.get("payment_status")
     if payment_status == "paid":
-        return common.Change(kind="sale", order_id=session_id)
+        return sale
     if payment_status == "unpaid":
         return _none(f"The checkout was {DELAYED_PAYMENT}.")
     if payment_status == "no_payment_required":
         return _none("The checkout needed no payment: there is nothing to invoice.")
     return _none("Stripe does not say the checkout was paid: nothing is invoiced.")
+
+
+def _payment_change(intent: Mapping, settings: Any) -> common.Change:
+    """A succeeded payment intent: invoiced from its Checkout Session's events, or (when the store enables it)
+    on one line when it belongs to no session, which the worker asks Stripe (`snapshot`)."""
+    intent_id = _id(intent.get("id"), "pi_")
+    if intent_id is None:
+        return _none("The Stripe event is not about a payment intent: nothing is invoiced.")
+    if not getattr(settings, "payment_intent_line", None):
+        return _none("A Stripe payment is invoiced from its Checkout Session's events; a payment outside "
+                     "Checkout gets an invoice only with PAYMENT_INTENT_LINE set (its one line's description).")
+    return common.Change(kind="sale", order_id=intent_id, fetched=True, order_name=intent_id)
 
 
 def _refund_change(refund: Mapping) -> common.Change:
@@ -135,15 +169,17 @@ def _listed_refunds(charge: Mapping) -> list[Mapping] | None:
 
 
 def _charge_refunds(charge: Mapping) -> list[common.Change]:
-    if _id(charge.get("payment_intent"), "pi_") is None:
+    intent = _id(charge.get("payment_intent"), "pi_")
+    if intent is None:
         return [_none("The refunded Stripe charge belongs to no payment intent, so to no Checkout Session: "
                       "nothing is credited.")]
     listed = _listed_refunds(charge)
     if not listed:
-        # Since Stripe's API version 2022-11-15 a charge no longer lists its refunds; each also comes as its
-        # own refund.created event, which is what is credited then.
-        return [_none("The Stripe charge does not list its refunds: they are read from Stripe (each refund "
-                      "is credited from its refund.created event).")]
+        if _id(charge.get("id"), "ch_") or _id(charge.get("id"), "py_"):
+            # Since Stripe's API version 2022-11-15 a charge no longer lists its refunds: they are read from
+            # Stripe (GET /v1/refunds?charge=…), each then credited as its own event.
+            return [common.Change(kind="lookup", order_id=intent, reason="the charge's refunds")]
+        return [_none("The refunded Stripe charge has no id to read its refunds by: nothing is credited.")]
     ordered = sorted(listed, key=lambda entry: (entry.get("created") if isinstance(entry.get("created"), int)
                                                 else 0, str(entry.get("id"))))
     found, seen = [], set()
@@ -269,7 +305,7 @@ class _SessionSchema(common.LenientSchema):
 
 _SESSION_SCHEMA = _SessionSchema()
 
-_LINES_FROM_STRIPE = ("Stripe's session events carry no lines: they must be fetched from Stripe "
+LINES_FROM_STRIPE = ("Stripe's session events carry no lines: they must be fetched from Stripe "
                       "(GET /v1/checkout/sessions/{id}/line_items) before the session can be invoiced")
 
 
@@ -436,21 +472,25 @@ def _ship_to_country(data: Mapping[str, Any]) -> str | None:
 
 
 def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = (), money: str = "presentment",
-             default_rate: Decimal = DEFAULT_RATE) -> Order:
-    """Load a Checkout Session with its lines (the event, or the bare session) into an `Order`.
+             settings: Any = None) -> Order:
+    """Load a Checkout Session with its lines (the event, or the bare session) into an `Order`; or a payment
+    intent of no session into a one-line order (`settings.payment_intent_line`).
 
-    `default_rate`: the store's VAT rate for a session without Stripe's taxes, whose prices then include
-    it. `tax_id_keys` and `money` are accepted for the interface's sake: Stripe keeps tax numbers in
-    one place, and a session has one currency.
+    `settings`: the store's, for the VAT rate of a session without Stripe's taxes (`default_vat_rate`; its
+    prices then include VAT). A session whose `payment_intent` is expanded with its latest charge's balance
+    transaction gives the rate to euros of a payment in another currency. `tax_id_keys` and `money` are
+    accepted for the interface's sake: Stripe keeps tax numbers in one place, and a session has one currency.
 
     Raises:
         LoadError: the payload is not a well-formed session with its lines; its text names fields, never values.
     """
-    session = printable(event_object(payload))
-    if isinstance(session, Mapping) and "line_items" not in session:
-        raise common.LoadError({"line_items": [_LINES_FROM_STRIPE]}, what="order", platform=PLATFORM)
+    obj = printable(event_object(payload))
+    if isinstance(obj, Mapping) and obj.get("object") == "payment_intent":
+        return _payment_order(obj, store, settings)
+    if isinstance(obj, Mapping) and "line_items" not in obj:
+        raise common.LoadError({"line_items": [LINES_FROM_STRIPE]}, what="order", platform=PLATFORM)
     try:
-        data = _SESSION_SCHEMA.load(session)
+        data = _SESSION_SCHEMA.load(obj)
     except ValidationError as error:
         raise common.LoadError(error.normalized_messages(), what="order", platform=PLATFORM) from None
     if data["line_items"]["has_more"]:
@@ -459,15 +499,15 @@ def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = (), m
     currency = data["currency"].upper()
     stripe_tax = _uses_stripe_tax(data)
     gross = _gross(data, stripe_tax)
+    default_rate = _setting(settings, "default_vat_rate", DEFAULT_RATE)
     lines = [_item_line(item, currency, gross, stripe_tax, default_rate) for item in data["line_items"]["data"]]
     shipping = _shipping_line(data["shipping_cost"], currency, gross, stripe_tax, default_rate)
-    intent = _id(data["payment_intent"], "pi_")
+    shop_currency, shop_total = _settlement(data["payment_intent"])
     return Order(
         platform=webhook.NAME,
         store=store,
-        order_id=data["id"],
-        # Stripe has no order number; the payment is what the seller finds in Stripe's dashboard.
-        name=(data["client_reference_id"] or "").strip()[:60] or intent or data["id"][:60],
+        order_id=sale_id(data),
+        name=order_name(data),
         currency=currency,
         taxes_included=gross,
         total=major(data["amount_total"], currency),
@@ -476,7 +516,90 @@ def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = (), m
         lines=(*lines, *([shipping] if shipping else [])),
         test=data["livemode"] is False,  # a payment in Stripe's test mode is no sale
         created_at=_utc(data["created"]),
+        shop_currency=shop_currency,
+        shop_total=shop_total,
         ship_to_country=_ship_to_country(data),
+    )
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    value = getattr(settings, name, None)
+    return default if value is None else value  # a rate of 0 is a rate
+
+
+def _settlement(intent: Any) -> tuple[str | None, Decimal | None]:
+    """The payment in the Stripe account's own currency (the balance transaction of the intent's latest
+    charge, when expanded): what gives the rate to euros of a sale in another currency."""
+    charge = intent.get("latest_charge") if isinstance(intent, Mapping) else None
+    balance = charge.get("balance_transaction") if isinstance(charge, Mapping) else None
+    if not isinstance(balance, Mapping):
+        return None, None
+    currency, amount = balance.get("currency"), balance.get("amount")
+    if not isinstance(currency, str) or not currency.isalpha() or len(currency) != 3 \
+            or isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= _MAX_MINOR:
+        return None, None
+    return currency.upper(), major(amount, currency)
+
+
+class _BillingSchema(common.LenientSchema):
+    name = common.text()
+    email = common.text()
+    address = fields.Nested(_AddressSchema, allow_none=True, load_default=None)
+
+
+class _ChargeSchema(common.LenientSchema):
+    billing_details = fields.Nested(_BillingSchema, allow_none=True, load_default=None)
+
+
+class _PaymentIntentSchema(common.LenientSchema):
+    id = fields.String(required=True, validate=validate.Regexp(r"^pi_[0-9A-Za-z_]{1,250}$"))
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$"))
+    amount_received = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=_MAX_MINOR))
+    status = common.text()
+    customer = fields.Raw(allow_none=True, load_default=None)
+    receipt_email = common.text()
+    description = common.text()
+    created = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(min=0))
+    livemode = fields.Boolean(allow_none=True, load_default=None)
+    latest_charge = fields.Raw(allow_none=True, load_default=None)
+
+
+_PAYMENT_INTENT_SCHEMA = _PaymentIntentSchema()
+
+
+def _payment_order(obj: Mapping, store: str, settings: Any) -> Order:
+    """A payment of no Checkout Session as one line of the store's description, VAT included at its rate."""
+    description = _setting(settings, "payment_intent_line", None)
+    if not description:
+        raise common.LoadError({"payment_intent": ["a payment outside Checkout is invoiced only with "
+                                                   "PAYMENT_INTENT_LINE set"]}, what="order", platform=PLATFORM)
+    try:
+        data = _PAYMENT_INTENT_SCHEMA.load(obj)
+        charge = obj.get("latest_charge")
+        billing = (_ChargeSchema().load(charge)["billing_details"] if isinstance(charge, Mapping) else None) or {}
+    except ValidationError as error:
+        raise common.LoadError(error.normalized_messages(), what="order", platform=PLATFORM) from None
+    if data["status"] != "succeeded":
+        raise common.LoadError({"status": ["the payment has not succeeded"]}, what="order", platform=PLATFORM)
+    currency = data["currency"].upper()
+    total = major(data["amount_received"], currency)
+    rate = _setting(settings, "payment_intent_vat_rate", None)
+    rate = _setting(settings, "default_vat_rate", DEFAULT_RATE) if rate is None else rate
+    # Personal data: never log anything built here.
+    email = (billing.get("email") or data["receipt_email"] or "").strip() or None
+    session_like = {"id": data["id"], "customer": data["customer"],
+                    "customer_details": {"name": billing.get("name"), "email": email,
+                                         "address": billing.get("address"), "tax_ids": []},
+                    "collected_information": None, "shipping_details": None}
+    shop_currency, shop_total = _settlement(obj)
+    return Order(
+        platform=webhook.NAME, store=store, order_id=data["id"], name=data["id"], currency=currency,
+        taxes_included=True, total=total, financial_status=data["status"],
+        customer=_customer(session_like),
+        lines=(Line(key="payment", description=description.strip()[:200], unit_price=total, quantity=Decimal(1),
+                    tax_rate=rate, kind="product"),),
+        test=data["livemode"] is False, created_at=_utc(data["created"]),
+        shop_currency=shop_currency, shop_total=shop_total,
     )
 
 

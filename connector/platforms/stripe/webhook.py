@@ -24,8 +24,9 @@ SESSION_PAYMENT_FAILED = "checkout.session.async_payment_failed"
 SESSION_EXPIRED = "checkout.session.expired"
 CHARGE_REFUNDED = "charge.refunded"
 REFUND_CREATED = "refund.created"
+PAYMENT_SUCCEEDED = "payment_intent.succeeded"  # a payment, of a Checkout Session or of none
 ACTED_ON = frozenset({SESSION_COMPLETED, SESSION_PAYMENT_SUCCEEDED, SESSION_PAYMENT_FAILED, SESSION_EXPIRED,
-                      CHARGE_REFUNDED, REFUND_CREATED})
+                      CHARGE_REFUNDED, REFUND_CREATED, PAYMENT_SUCCEEDED})
 
 _MAX_SIGNATURE_PARTS = 64  # a header is a timestamp and a few signatures; more is not Stripe's
 

@@ -17,7 +17,7 @@ import requests
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from devtools import woocommerce_fake
+from devtools import stripe_fake, woocommerce_fake
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY, SECRET = "ck_test_key", "cs_test_secret"
@@ -224,3 +224,107 @@ def test_a_ping_is_the_unsigned_form_body_woocommerce_sends_on_creation(receiver
 
     [(body, headers)] = received
     assert body == b"webhook_id=7" and "X-Wc-Webhook-Signature" not in headers
+
+
+# --- the Stripe fake -----------------------------------------------------------------------------
+
+STRIPE_KEY = "sk_test_local_fake_devtools"
+
+
+@pytest.fixture
+def stripe():
+    with stripe_fake.running(STRIPE_KEY) as url:
+        yield url
+
+
+def stripe_get(url, path, params=None):
+    return requests.get(f"{url}/v1/{path}", params=params, headers={"Authorization": f"Bearer {STRIPE_KEY}"},
+                        timeout=5)
+
+
+def test_stripe_events_are_filtered_by_type_and_time_newest_first(stripe):
+    control = stripe_fake.Control(stripe)
+    for n, kind in enumerate(["charge.refunded", "charge.succeeded", "refund.created", "charge.refunded"]):
+        control.add_event({"id": f"evt_{n}", "type": kind, "created": 100 + n})
+
+    by_wildcard = stripe_get(stripe, "events", {"type": "charge.*", "created[gte]": "101"}).json()
+    by_types = stripe_get(stripe, "events", {"types[]": ["refund.created", "charge.refunded"],
+                                             "created[lt]": "103"}).json()
+
+    assert [e["id"] for e in by_wildcard["data"]] == ["evt_3", "evt_1"]
+    assert [e["id"] for e in by_types["data"]] == ["evt_2", "evt_0"] and by_types["has_more"] is False
+
+
+def test_stripe_events_list_refuses_what_stripe_refuses(stripe):
+    too_many = {"types[]": [f"t.n{n}" for n in range(21)]}
+    both = {"type": "charge.refunded", "types[]": ["refund.created"]}
+
+    for params in (too_many, both, {"limit": "101"}, {"created[gt]": "soon"}):
+        answer = stripe_get(stripe, "events", params)
+        assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_stripe_event_put_in_gets_an_id_and_a_creation_time(stripe):
+    control = stripe_fake.Control(stripe)
+
+    kept = control.add_event({"type": "refund.created", "data": {"object": {"id": "re_1"}}})
+
+    assert kept["id"].startswith("evt_") and kept["object"] == "event" and isinstance(kept["created"], int)
+    assert stripe_get(stripe, "events").json()["data"] == [kept]
+    with pytest.raises(requests.HTTPError):
+        control.add_event({"type": "refund.created", "created": "yesterday"})
+
+
+def test_a_stripe_charge_is_an_id_until_expanded_and_a_missing_rate_is_named(stripe):
+    control = stripe_fake.Control(stripe)
+    control.add_session({"id": "cs_test_1", "payment_intent": "pi_3Jpy", "amount_total": 4500,
+                         "currency": "jpy", "payment_status": "paid"})
+
+    plain = stripe_get(stripe, "payment_intents/pi_3Jpy").json()
+    charge_only = stripe_get(stripe, "payment_intents/pi_3Jpy", {"expand[]": "latest_charge"}).json()
+    without_rate = stripe_get(stripe, "payment_intents/pi_3Jpy",
+                              {"expand[]": "latest_charge.balance_transaction"})
+
+    assert plain["latest_charge"] == charge_only["latest_charge"]["id"]
+    assert charge_only["latest_charge"]["balance_transaction"].startswith("txn_")
+    assert without_rate.status_code == 400 and "/_fake/exchange_rates" in without_rate.json()["error"]["message"]
+
+
+def test_a_stripe_payment_outside_checkout_is_no_sessions(stripe):
+    control = stripe_fake.Control(stripe)
+    control.add_payment_intent({"id": "pi_3Direct", "amount": 1000})
+
+    listed = stripe_get(stripe, "checkout/sessions", {"payment_intent": "pi_3Direct"}).json()
+
+    assert listed["data"] == []
+    assert stripe_get(stripe, "payment_intents/pi_3Direct").json()["status"] == "succeeded"
+    with pytest.raises(requests.HTTPError):
+        control.add_payment_intent({"id": "pi_3Free", "amount": 0})
+
+
+def test_stripe_faults_strike_the_events_and_payments_as_the_other_endpoints(stripe):
+    control = stripe_fake.Control(stripe)
+    control.add_payment_intent({"id": "pi_3Direct", "amount": 1000})
+    control.faults({"path": "^events$", "kind": "503", "times": 1},
+                   {"path": "^payment_intents/", "kind": "429", "times": 1})
+
+    assert stripe_get(stripe, "events").status_code == 503
+    assert stripe_get(stripe, "payment_intents/pi_3Direct").status_code == 429
+    assert stripe_get(stripe, "events").status_code == 200
+    assert stripe_get(stripe, "payment_intents/pi_3Direct").status_code == 200
+    assert [c["path"] for c in control.calls()] == ["events", "payment_intents/pi_3Direct"] * 2
+
+
+def test_stripe_reset_forgets_events_payments_and_rates(stripe):
+    control = stripe_fake.Control(stripe)
+    control.add_event({"type": "refund.created"})
+    control.add_payment_intent({"id": "pi_3Usd", "amount": 1000, "currency": "usd"})
+    control.set_exchange_rates({"usd": 0.92})
+
+    control.reset()
+
+    assert stripe_get(stripe, "events").json()["data"] == []
+    assert stripe_get(stripe, "payment_intents/pi_3Usd").status_code == 404
+    control.add_payment_intent({"id": "pi_3Usd", "amount": 1000, "currency": "usd"})
+    answer = stripe_get(stripe, "payment_intents/pi_3Usd", {"expand[]": "latest_charge.balance_transaction"})
+    assert answer.status_code == 400  # the rate went with the reset

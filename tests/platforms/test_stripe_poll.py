@@ -8,14 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+import sqlalchemy as sa
 
+from connector import create_app, reconcile
+from connector.extensions import db
+from connector.models import WebhookEvent
 from connector.platforms.common import PlatformUnavailable
 from connector.platforms.stripe import poll, webhook
 from connector.platforms.stripe.api import StripeAPI
 from devtools import stripe_fake
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, settings, tables_of
 
 KEY = "rk_test_51Nabcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ"
+WEBHOOK_SECRET = "whsec_test_poll"
 T0 = 1_764_000_000  # 2025-11-24T16:00:00Z
 
 
@@ -204,3 +209,36 @@ def test_a_polled_event_is_keyed_as_its_webhook_delivery_is(fake, client):
 
     assert poll.SAME_KEYS_AS_WEBHOOKS is True
     assert (polled.event_key, polled.topic, polled.acted_on) == (delivered.event_key, delivered.topic, True)
+
+
+@pytest.fixture
+def app(redis, tmp_path, base_url, fake):
+    app = create_app(
+        overrides={"REDIS_CONNECTION": redis},
+        environ=settings(DATABASE_URL=f"sqlite:///{tmp_path / 'connector.db'}", STRIPE_API_KEY=KEY,
+                         STRIPE_API_BASE_URL=base_url, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET),
+    )
+    with tables_of(app):
+        yield app
+
+
+def test_a_pass_takes_in_the_event_no_webhook_brought_and_the_delivered_one_is_a_duplicate(app, fake, caplog):
+    delivered = fixture_event("checkout_session_completed_paid")
+    missed = fixture_event("refund_created")
+    body = stripe_fake.encode(delivered)
+    answer = app.test_client().post("/webhooks/stripe", data=body, headers={
+        "Content-Type": "application/json", "Stripe-Signature": stripe_fake.sign(body, WEBHOOK_SECRET)})
+    assert answer.status_code == 200
+    fake.add_event(delivered)
+    fake.add_event(missed)
+    caplog.set_level(logging.DEBUG)
+
+    [target] = [t for t in reconcile.pollable_stores() if t.store.platform == "stripe"]
+    result = reconcile.run_pass(target, since=at(delivered["created"] - 60))
+
+    assert target.store.domain == "default"
+    assert (result.polled, result.new, result.duplicates, result.error) == (2, 1, 1, None)
+    assert result.watermark == at(missed["created"])
+    stored = {e.event_key: e.source for e in db.session.scalars(sa.select(WebhookEvent))}
+    assert stored == {delivered["id"]: "webhook", missed["id"]: "poll"}
+    assert KEY not in caplog.text

@@ -14,9 +14,9 @@ PLATFORM_SECRETS = {
     "woocommerce": "WOOCOMMERCE_WEBHOOK_SECRET",
     "stripe": "STRIPE_WEBHOOK_SECRET",
 }
-# Platforms whose intake exists today; a secret for another one is refused rather than ignored,
-# so nobody believes their WooCommerce store is connected when it is not.
-SUPPORTED_PLATFORMS = ("shopify", "woocommerce")
+# Platforms whose intake exists; a secret for another one is refused rather than ignored, so nobody
+# believes a store is connected when it is not.
+SUPPORTED_PLATFORMS = ("shopify", "woocommerce", "stripe")
 
 # Rate (percent) → the IX account's tax name. IX's default PT account names; each account can differ.
 DEFAULT_TAX_NAMES = "23=IVA23,13=IVA13,6=IVA6,22=IVA22,12=IVA12,5=IVA5,16=IVA16,9=IVA9,4=IVA4,0=IVA0"
@@ -84,6 +84,13 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if woocommerce_url and not all(woocommerce_keys):
         problems.append("WOOCOMMERCE_URL is set: set WOOCOMMERCE_CONSUMER_KEY and WOOCOMMERCE_CONSUMER_SECRET too "
                         "(a REST API key with Read access)")
+    stripe_api_base = env.get("STRIPE_API_BASE_URL", "").rstrip("/") or "https://api.stripe.com"
+    if urlsplit(stripe_api_base).scheme not in ("http", "https"):
+        problems.append("STRIPE_API_BASE_URL must be an http(s) URL")
+    if secrets["stripe"] and not env.get("STRIPE_API_KEY"):
+        # A session's event carries no lines: without the API nothing could ever be invoiced.
+        problems.append("STRIPE_WEBHOOK_SECRET is set: set STRIPE_API_KEY too (a restricted key with read access "
+                        "to Checkout Sessions, Charges, PaymentIntents and Events)")
     shopify_api_base = env.get("SHOPIFY_API_BASE_URL", "").rstrip("/")
     if shopify_api_base and urlsplit(shopify_api_base).scheme not in ("http", "https"):
         problems.append("SHOPIFY_API_BASE_URL must be an http(s) URL")
@@ -115,6 +122,9 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "WOOCOMMERCE_CONSUMER_KEY": env.get("WOOCOMMERCE_CONSUMER_KEY", ""),
         "WOOCOMMERCE_CONSUMER_SECRET": env.get("WOOCOMMERCE_CONSUMER_SECRET", ""),
         "WOOCOMMERCE_READ_TIMEOUT": number("WOOCOMMERCE_READ_TIMEOUT", 20, 0.1),
+        "STRIPE_API_KEY": env.get("STRIPE_API_KEY", ""),
+        "STRIPE_API_BASE_URL": stripe_api_base,
+        "STRIPE_READ_TIMEOUT": number("STRIPE_READ_TIMEOUT", 20, 0.1),
         "SHOPIFY_ACCESS_TOKEN": env.get("SHOPIFY_ACCESS_TOKEN", ""),
         "SHOPIFY_API_BASE_URL": shopify_api_base,
         "RECONCILE_INTERVAL_SECONDS": number("RECONCILE_INTERVAL_SECONDS", 600, 1),
@@ -182,6 +192,20 @@ def _boolean(raw: str, name: str, problems: list[str]) -> bool:
     return value in ("true", "1", "yes")
 
 
+def _vat_rate(raw: str, name: str, problems: list[str]) -> Decimal | None:
+    """A VAT percentage such as 23 or 13.5 ('' → None: the setting's fallback applies)."""
+    if not raw.strip():
+        return None
+    try:
+        rate = Decimal(raw.strip())
+    except InvalidOperation:
+        rate = Decimal("NaN")
+    if not rate.is_finite() or not 0 <= rate < 100:
+        problems.append(f"{name} must be a VAT percentage such as 23, got {raw!r}")
+        return None
+    return rate.normalize() if rate != rate.to_integral_value() else rate.quantize(Decimal(1))
+
+
 def _split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
@@ -227,6 +251,11 @@ ISSUING = {
     "invoice_currency": ("INVOICE_CURRENCY", "presentment", _choice("presentment", "shop")),
     # The order statuses that mean "paid" on a WooCommerce store (with `date_paid` set).
     "paid_statuses": ("WOOCOMMERCE_PAID_STATUSES", "processing,completed", _lower_list),
+    # Stripe: the VAT rate of a session without Stripe's taxes (its prices then include VAT).
+    "default_vat_rate": ("DEFAULT_VAT_RATE", "23", _vat_rate),
+    # Stripe: a payment outside Checkout gets a one-line invoice with this description (unset: none).
+    "payment_intent_line": ("PAYMENT_INTENT_LINE", "", _text),
+    "payment_intent_vat_rate": ("PAYMENT_INTENT_VAT_RATE", "", _vat_rate),  # unset: DEFAULT_VAT_RATE
 }
 
 

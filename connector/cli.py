@@ -92,6 +92,8 @@ def _preview_plan(platform: str, payload: dict, topic: str, order_file, settings
         plan = Plan(verdict="none", currency=_currency(module, payload, settings), reasons=[
             "A cancellation issues nothing: an order not yet invoiced is not invoiced, a draft is deleted, "
             "and a final invoice stays (its refund becomes a credit note)."])
+    elif change.fetched:
+        plan = _preview_fetched_sale(platform, change, payload, settings)
     else:
         plan = plan_sale(_order(module, payload, settings), settings)
     plan.notes.extend(_refund_notes(platform, payload, [c for c in owing[1:] if c.kind == "refund"]))
@@ -99,8 +101,19 @@ def _preview_plan(platform: str, payload: dict, topic: str, order_file, settings
 
 
 def _order(module, payload: dict, settings) -> Order:
-    return module.to_order(payload, store="preview", tax_id_keys=settings.tax_id_keys,
-                           money=settings.invoice_currency)
+    return issuing.order_of(module.NAME, payload, "preview", settings)
+
+
+def _preview_fetched_sale(platform: str, change, payload: dict, settings) -> Plan:
+    """A sale whose order the worker reads from the platform (a Stripe session's lines): planned in full from
+    what was pasted when it holds that already, else held saying what the worker will read."""
+    module = PLATFORMS[platform]
+    try:
+        source = module.snapshot(change, payload, None)  # preview never calls a platform's API
+    except PlatformRefused as error:
+        return Plan(verdict="hold", reasons=[f"{error}; paste the session with its line_items expanded to "
+                                             "preview the whole document."])
+    return plan_sale(_order(module, source, settings), settings)
 
 
 def _currency(module, payload: dict, settings) -> str:

@@ -14,6 +14,8 @@ from connector.models import EventStatus, Store, WebhookEvent
 logger = logging.getLogger(__name__)
 
 MAX_EVENT_KEY = 200
+# The store of a delivery that names none (Stripe's at /webhooks/stripe): the environment's settings are its own.
+DEFAULT_STORE = "default"
 
 
 def stored_key(topic: str, event_key: str | None, body: bytes) -> str:
@@ -34,7 +36,7 @@ def take_in(platform_name: str, store_ref: str, event_key: str | None, topic: st
     """
     key = stored_key(topic, event_key, body)
     status = EventStatus.RECEIVED if acted_on else EventStatus.IGNORED
-    store = find_or_create_store(platform_name, store_ref or "unknown")
+    store = find_or_create_store(platform_name, store_ref or DEFAULT_STORE)
     event = WebhookEvent(store_id=store.id, platform=platform_name, event_key=key, topic=topic, body=body,
                          status=status, source=source)
     db.session.add(event)
@@ -48,7 +50,7 @@ def take_in(platform_name: str, store_ref: str, event_key: str | None, topic: st
         logger.info("%s duplicate platform=%s store=%s topic=%s", source, platform_name, store_ref, topic)
         return existing, True
     logger.info("%s stored event=%s platform=%s store=%s topic=%s status=%s",
-                source, event.id, platform_name, store_ref or "unknown", topic, status)
+                source, event.id, platform_name, store_ref or DEFAULT_STORE, topic, status)
     return event, False
 
 

@@ -25,7 +25,6 @@ from connector.models import (
     DocumentEvent,
     DocumentState,
     Store,
-    WebhookEvent,
     as_utc,
     utcnow,
 )
@@ -59,23 +58,25 @@ def settings_for(store: Store | None) -> Settings:
     return Settings(**values)
 
 
-def load_order(event: WebhookEvent, settings: Settings) -> Order:
-    """The neutral order carried by a stored event (raises the platform's load error if malformed)."""
-    return read_order(event, settings)[1]
+def order_of(platform_name: str, payload: dict, store: str, settings: Settings) -> Order:
+    """The neutral order of a platform's order payload, read with the store's settings (raises `LoadError`)."""
+    return PLATFORMS[platform_name].to_order(payload, store=store, tax_id_keys=settings.tax_id_keys,
+                                             money=settings.invoice_currency, settings=settings)
 
 
-def read_order(event: WebhookEvent, settings: Settings) -> tuple[dict, Order]:
-    """The stored event's order payload, and the neutral order loaded from it."""
-    payload = json.loads(event.body)
-    order = PLATFORMS[event.platform].to_order(payload, store=event.store.domain,
-                                               tax_id_keys=settings.tax_id_keys, money=settings.invoice_currency)
-    return payload, order
-
-
-def plan_for(event: WebhookEvent, today=None) -> tuple[Order, Plan]:
-    settings = settings_for(event.store)
-    order = load_order(event, settings)
-    return order, plan_sale(order, settings, today)
+def sale_order(document: Document, settings: Settings) -> tuple[dict, Order]:
+    """A sale document's order payload, and the neutral order loaded from it: its event's, or what was read
+    from the platform for it (`source_of`: a Stripe session's lines), read once and kept on the row."""
+    event = document.event
+    if document.snapshot is not None:
+        payload = json.loads(document.snapshot)
+    else:
+        payload = json.loads(event.body)
+        change = next((change for change in PLATFORMS[event.platform].changes(payload, event.topic, settings)
+                       if change.kind == "sale" and sale_key(change.order_id) == document.source_key), None)
+        if change is not None and change.fetched:
+            payload = source_of(document, change)
+    return payload, order_of(event.platform, payload, document.store.domain, settings)
 
 
 def find_document(store_id: int, source_key: str) -> Document | None:
@@ -95,16 +96,18 @@ def refund_change(document: Document, settings: Settings) -> Change:
     return found[0]
 
 
-def refund_source(document: Document, change: Change) -> dict:
-    """What the platform said about the credit note's refund: asked once (`snapshot`, which may call the
-    platform's API), stored on the row, and read from there on every later attempt."""
+def source_of(document: Document, change: Change) -> dict:
+    """What the platform says of the document's change that its event lacks (a refund's lines, a Stripe
+    session's lines): asked once (`snapshot`, which may call the platform's API), stored on the row, and
+    read from there on every later attempt, so a re-plan after a crash uses the same data."""
     if document.snapshot is not None:
         return json.loads(document.snapshot)
     event = document.event
     platform = PLATFORMS[event.platform]
     source = platform.snapshot(change, json.loads(event.body), platform.api_client(current_app.config))
     document.snapshot = json.dumps(source, ensure_ascii=False)
-    record(document, "snapshot", f"Refund {change.refund_id} read from {event.platform}.")
+    what = f"Refund {change.refund_id}" if change.kind == "refund" else "The order"
+    record(document, "snapshot", f"{what} read from {event.platform}.")
     # Committed now: a later step's rollback (an IX retry) must not make the platform be asked again.
     db.session.commit()
     return source
@@ -224,7 +227,7 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
     except PlatformUnavailable as error:
         _retry_later(document, schedule_retry, f"{document.store.platform} did not answer properly ({error})")
     except PlatformRefused as error:
-        _fail(document, f"{document.store.platform} refused to give the refund's details: {error}")
+        _fail(document, f"{document.store.platform} refused to give what the document needs: {error}")
     except LoadError as error:
         _fail(document, str(error))
     except Exception as error:
@@ -285,7 +288,9 @@ def _walk(document: Document, client: Client) -> None:
         plan = plan_document(document)
         if plan.verdict == "issue":
             plan.reasons.extend(unknown_taxes(client, plan))
-        if plan.verdict == "none" and document.doc_type == documents.CREDIT_NOTE.path:
+        if plan.verdict == "none" and (document.doc_type == documents.CREDIT_NOTE.path
+                                       or document.snapshot is not None):
+            # A credit note, or a sale first read now from the platform (a Stripe session), that owes nothing.
             # Its reason replaces the one it waited with, so that the lists say why it is cancelled.
             document.state, document.last_error = DocumentState.CANCELED, " ".join(plan.reasons)
             record(document, "canceled", document.last_error)
@@ -344,39 +349,46 @@ INVOICE_WAIT = timedelta(days=7)
 def plan_document(document: Document, today=None) -> Plan:
     """What this document row must be at IX, planned afresh from its event (and its invoice's)."""
     if document.doc_type != documents.CREDIT_NOTE.path:
-        return plan_for(document.event, today)[1]
+        settings = settings_for(document.store)
+        order = sale_order(document, settings)[1]
+        plan = plan_sale(order, settings, today)
+        if document.state == DocumentState.PENDING and plan.expected_total is not None:
+            # A sale read from its platform only now (a Stripe session) is shown as what it is from here on.
+            document.order_ref, document.currency = order.name[:255], order.currency
+            document.total = str(plan.expected_total)
+        return plan
     settings = settings_for(document.store)
     change = refund_change(document, settings)
     sale = document.original or find_document(document.store_id, sale_key(change.order_id))
     if sale is not None and sale.state == DocumentState.CANCELED:
         return Plan(verdict="none", reasons=["The order's invoice was cancelled before it was issued: "
                                              "there is nothing to credit."])
-    source = refund_source(document, change)
+    source = source_of(document, change)
     if sale is None or sale.state not in DocumentState.ISSUED:
         raise WaitingForInvoice()
     document.original_id, document.order_ref = sale.id, sale.order_ref
-    sale_payload, sale_order = read_order(sale.event, settings)
-    refund = read_refund(document, source, settings, sale_payload, sale_order)
+    sale_payload, sold = sale_order(sale, settings)
+    refund = read_refund(document, source, settings, sale_payload, sold)
     credited = sum((Decimal(other.total) for other in db.session.scalars(
         sa.select(Document).where(Document.original_id == sale.id, Document.id != document.id,
                                   Document.total.is_not(None),
                                   Document.state.not_in((DocumentState.FAILED, DocumentState.CANCELED,
                                                          DocumentState.HELD))))), Decimal(0))
-    plan = plan_credit(refund, sale_order, settings, already_credited=credited, today=today)
+    plan = plan_credit(refund, sold, settings, already_credited=credited, today=today)
     if plan.create_body is not None:
         plan.create_body["invoice"]["owner_invoice_id"] = sale.ix_id
     return plan
 
 
 def read_refund(document: Document, source: dict, settings: Settings, sale_payload: dict,
-                sale_order: Order) -> Refund:
+                sold: Order) -> Refund:
     """The neutral refund of the credit note's stored source, read against its sale's order (whose prices
     say whether the refund's amounts include VAT); the row's amount and currency follow it."""
     platform = PLATFORMS[document.event.platform]
     refund = platform.to_refund(source, store=document.store.domain, money=settings.invoice_currency,
-                                taxes_included=sale_order.taxes_included, order=sale_payload)
+                                taxes_included=sold.taxes_included, order=sale_payload)
     document.total = str(refund.amount)
-    document.currency = refund.currency or sale_order.currency
+    document.currency = refund.currency or sold.currency
     return refund
 
 
@@ -384,7 +396,7 @@ def email_for(document: Document) -> dict | None:
     """The e-mail that goes with the document (to the order's customer), or None."""
     # A credit note goes to the customer of the order it refunds, whatever its plan would say today.
     sale = document.original if document.doc_type == documents.CREDIT_NOTE.path else document
-    return email_body(load_order(sale.event, settings_for(document.store)), document.doc_type)
+    return email_body(sale_order(sale, settings_for(document.store))[1], document.doc_type)
 
 
 def _created_before(client: Client, document: Document, plan: Plan) -> dict | None:

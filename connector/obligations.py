@@ -8,16 +8,18 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 
 from connector.extensions import db
+from connector.inbox import take_in
 from connector.invoicexpress import documents
 from connector.invoicexpress.client import Client
-from connector.issuing import delete_draft, find_document, hold, record, settings_for, take_lease
+from connector.issuing import delete_draft, find_document, hold, order_of, record, settings_for, take_lease
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent, utcnow
 from connector.orders import Order
 from connector.plans import Plan, Settings, credit_note_key, plan_sale, proprietary_uid, sale_key
 from connector.platforms import PLATFORMS
-from connector.platforms.common import Change, LoadError
+from connector.platforms.common import Change, LoadError, PlatformRefused, PlatformUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +45,38 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
         return None
     notes: list[str] = []
     owed: list[Document] = []
-    for change, order, plan in work:
-        if change.kind == "sale":
-            document, note = _add_sale(event, order, plan, enqueue)
-        elif change.kind == "refund":
-            document, note = _add_credit_note(event, change, enqueue)
-        elif change.kind == "cancellation":
-            document, note = None, _cancel(event, change, order, client_factory)
-        else:
-            document, note = None, change.reason
-            logger.info("event %s owes no document: %s", event.id, change.reason)
-        if document is not None:
-            owed.append(document)
-        if note:
-            notes.append(note)
+    try:
+        for change, order, plan in work:
+            if change.kind == "sale":
+                document, note = (_add_sale(event, order, plan, enqueue) if plan is not None
+                                  else _add_fetched_sale(event, change, settings, enqueue))
+            elif change.kind == "refund":
+                document, note = _add_credit_note(event, change, enqueue)
+            elif change.kind == "cancellation":
+                document, note = None, _cancel(event, change, order, client_factory)
+            elif change.kind == "lookup":
+                document, note = None, _look_up(event, change, enqueue, client_factory)
+            else:
+                document, note = None, change.reason
+                logger.info("event %s owes no document: %s", event.id, change.reason)
+            if document is not None:
+                owed.append(document)
+            if note:
+                notes.append(note)
+    except PlatformUnavailable as error:
+        # The platform's API is away: the event stays to be processed, and the sweeper brings it back.
+        db.session.rollback()
+        event.note = f"{event.platform} did not answer properly ({error}); tried again shortly."[:2000]
+        db.session.commit()
+        logger.info("event %s waits for %s: %s", event.id, event.platform, type(error).__name__)
+        return None
+    except PlatformRefused as error:
+        db.session.rollback()
+        event.status, event.processed_at = EventStatus.FAILED, utcnow()
+        event.note = f"{event.platform} refused to say what the event means: {error}"[:2000]
+        db.session.commit()
+        logger.warning("event %s: %s refused a lookup", event.id, event.platform)
+        return None
     event.status, event.processed_at = EventStatus.PROCESSED, utcnow()
     event.note = " ".join(notes)[:2000] or None
     db.session.commit()
@@ -66,22 +86,22 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
 def read_changes(event: WebhookEvent, settings: Settings) -> list[tuple[Change, Order | None, Plan | None]]:
     """The event's changes, each with the order it is about (sales and cancellations) and a sale's plan.
 
-    A refund is read later, when its credit note is issued: its source data may need the platform's API.
+    A refund, and a sale whose order the event does not carry whole (`fetched`), are read later, when their
+    document is issued: their source data may need the platform's API.
     """
     platform = PLATFORMS[event.platform]
     payload = json.loads(event.body)
     work = []
     for change in platform.changes(payload, event.topic, settings):
         order = plan = None
-        if change.kind in ("sale", "cancellation"):
+        if change.kind == "cancellation" or (change.kind == "sale" and not change.fetched):
             try:
-                order = platform.to_order(payload, store=event.store.domain, tax_id_keys=settings.tax_id_keys,
-                                          money=settings.invoice_currency)
+                order = order_of(event.platform, payload, event.store.domain, settings)
             except LoadError:
                 # A cancellation needs only the order's id: WooCommerce's order.deleted carries nothing else.
                 if change.kind == "sale":
                     raise
-        if change.kind == "sale":
+        if change.kind == "sale" and not change.fetched:
             plan = plan_sale(order, settings)
         work.append((change, order, plan))
     return work
@@ -122,6 +142,49 @@ def _add_sale(event: WebhookEvent, order: Order, plan: Plan, enqueue) -> tuple[D
     if document.state == DocumentState.PENDING:
         enqueue(document)
     return document, None
+
+
+def _add_fetched_sale(event: WebhookEvent, change: Change, settings: Settings,
+                      enqueue) -> tuple[Document | None, str | None]:
+    """The row of a sale whose order is read from the platform when it is issued (a Stripe session's lines):
+    planned then, held then if a person must look."""
+    key = sale_key(change.order_id)
+    if (existing := find_document(event.store_id, key)) is not None:
+        return existing, f"Document {existing.id} already covers this order."
+    document = Document(
+        store_id=event.store_id, source_key=key, event_id=event.id,
+        doc_type=documents.FOR_SALES[settings.document_type].path,
+        order_ref=(change.order_name or f"order {change.order_id}")[:255],
+        proprietary_uid=proprietary_uid(event.platform, event.store.domain, key),
+    )
+    if not _add(document):
+        return None, None
+    kind = documents.BY_PATH[document.doc_type].label.capitalize()
+    record(document, "planned", f"{kind} for {document.order_ref}: the order is read from {event.platform} "
+                                "when it is issued.")
+    db.session.commit()
+    logger.info("event %s → document %s (read when issued)", event.id, document.id)
+    enqueue(document)
+    return document, None
+
+
+def _look_up(event: WebhookEvent, change: Change, enqueue, client_factory) -> str:
+    """What only the platform's API lists (a Stripe charge's refunds), each taken into the inbox as an event of
+    its own and processed now. Returns what was found, for the event's note."""
+    platform = PLATFORMS[event.platform]
+    found = platform.look_up(change, json.loads(event.body), platform.api_client(current_app.config))
+    new = []
+    for polled in found:
+        taken, duplicate = take_in(event.platform, event.store.domain, polled.event_key, polled.topic, polled.body,
+                                   True, source="poll")
+        if not duplicate:
+            new.append(polled.event_key)
+            process_event(taken, enqueue, client_factory)
+    if not found:
+        return f"{change.reason.capitalize() or 'Nothing'} read from {event.platform}: none found."
+    listed = ", ".join(polled.event_key for polled in found)
+    return (f"{change.reason.capitalize()} read from {event.platform} ({listed}): each is its own event"
+            + (f", {len(new)} new." if new else ", all seen before."))
 
 
 def _add_credit_note(event: WebhookEvent, change: Change, enqueue) -> tuple[Document | None, str | None]:

@@ -38,6 +38,9 @@ class Settings:
     tax_id_keys: tuple[str, ...] = ()
     invoice_currency: str = "presentment"  # presentment | shop
     paid_statuses: tuple[str, ...] = ("processing", "completed")  # WooCommerce statuses that mean paid
+    default_vat_rate: Decimal = Decimal(23)  # Stripe: the rate of sessions without Stripe's taxes
+    payment_intent_line: str | None = None  # Stripe: a payment outside Checkout's one-line description
+    payment_intent_vat_rate: Decimal | None = None  # that line's rate (None: default_vat_rate)
 
     @property
     def tax_rates(self) -> dict[str, Decimal]:

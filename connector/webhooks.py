@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -11,7 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector import jobs
 from connector.extensions import db
-from connector.inbox import find_or_create_store, take_in
+from connector.inbox import DEFAULT_STORE, find_or_create_store, take_in
 from connector.models import EventStatus
 from connector.platforms import PLATFORMS
 from connector.platforms.common import PING
@@ -28,12 +29,19 @@ def answer(status: int, outcome: str, **extra):
     return jsonify(status=outcome, **extra), status
 
 
+# A store named in a webhook's URL: what `stores` commands and the admin pages call it.
+STORE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+
+
 @bp.post("/webhooks/<platform_name>")
-def receive(platform_name: str):
+@bp.post("/webhooks/<platform_name>/<store_name>")
+def receive(platform_name: str, store_name: str | None = None):
     secrets = current_app.config["WEBHOOK_SECRETS"].get(platform_name)
     platform = PLATFORMS.get(platform_name)
     if platform is None or not secrets:
         return answer(404, "unknown platform")
+    if store_name is not None and not STORE_NAME.fullmatch(store_name):
+        return answer(404, "unknown store", error="a store's name is lower-case letters, digits, '.', '_' or '-'")
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     try:
         body = read_body(limit)
@@ -50,7 +58,10 @@ def receive(platform_name: str):
     if problem:
         return answer(400, "unreadable body", error=problem)
 
-    topic, domain = delivery.topic, delivery.store or "unknown"
+    # The store the URL names; else the one the delivery names (Shopify's shop domain, WooCommerce's site);
+    # else (Stripe names none) the default store.
+    topic = delivery.topic
+    domain = store_name or delivery.store or DEFAULT_STORE
     for name, value, longest in (("topic", topic, 100), ("shop domain", domain, 255)):
         if len(value) > longest or not value.isprintable():
             return answer(400, "unreadable headers", error=f"the {name} header is not a {name}")

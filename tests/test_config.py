@@ -144,16 +144,33 @@ def test_a_secret_of_only_commas_enables_no_platform():
     assert len(lines) == 1 and "no shop platform" in lines[0]
 
 
-@pytest.mark.parametrize(
-    ("name", "platform"),
-    [("STRIPE_WEBHOOK_SECRET", "stripe")],
-)
-def test_secrets_of_platforms_not_supported_yet_are_refused(name, platform):
-    lines = problems(env(**{name: "some-secret"}))
+def test_stripe_needs_its_api_key_since_its_session_events_carry_no_lines():
+    lines = problems(env(SHOPIFY_WEBHOOK_SECRET=None, STRIPE_WEBHOOK_SECRET="whsec_a"))
 
-    assert len(lines) == 1
-    assert name in lines[0]
-    assert platform in lines[0] and "not supported yet" in lines[0]
+    assert len(lines) == 1 and "STRIPE_API_KEY" in lines[0]
+
+
+def test_stripe_alone_is_a_platform_enabled_with_its_api_settings():
+    config = from_env(env(SHOPIFY_WEBHOOK_SECRET=None, STRIPE_WEBHOOK_SECRET="whsec_new, whsec_old",
+                          STRIPE_API_KEY="rk_live_x", STRIPE_READ_TIMEOUT="7"))
+
+    assert config["WEBHOOK_SECRETS"] == {"stripe": ["whsec_new", "whsec_old"]}
+    assert config["STRIPE_API_KEY"] == "rk_live_x" and config["STRIPE_READ_TIMEOUT"] == 7
+    assert config["STRIPE_API_BASE_URL"] == "https://api.stripe.com"
+    assert problems(env(STRIPE_API_BASE_URL="ftp://x")) == ["- STRIPE_API_BASE_URL must be an http(s) URL"]
+
+
+def test_vat_rates_of_stripe_sessions_and_one_line_payments_are_percentages():
+    issuing = from_env(env(DEFAULT_VAT_RATE="13", PAYMENT_INTENT_LINE=" Consultoria ",
+                           PAYMENT_INTENT_VAT_RATE="0"))["ISSUING"]
+
+    assert (issuing["default_vat_rate"], issuing["payment_intent_line"], issuing["payment_intent_vat_rate"]) == (
+        Decimal(13), "Consultoria", Decimal(0))
+    defaults = from_env(COMPLETE)["ISSUING"]
+    keys = ("default_vat_rate", "payment_intent_line", "payment_intent_vat_rate")
+    assert tuple(defaults[key] for key in keys) == (Decimal(23), None, None)
+    for bad in ("23%", "100", "-1", "NaN"):
+        assert "DEFAULT_VAT_RATE must be a VAT percentage" in problems(env(DEFAULT_VAT_RATE=bad))[0]
 
 
 def test_woocommerce_alone_is_a_platform_enabled():
@@ -185,14 +202,6 @@ def test_a_woocommerce_url_that_is_no_web_address_is_refused():
                          WOOCOMMERCE_CONSUMER_SECRET="s"))
 
     assert len(lines) == 1 and "WOOCOMMERCE_URL" in lines[0]
-
-
-def test_an_unsupported_platform_alone_reports_both_problems():
-    lines = problems(env(SHOPIFY_WEBHOOK_SECRET=None, STRIPE_WEBHOOK_SECRET="whsec_x"))
-
-    assert len(lines) == 2
-    assert any("STRIPE_WEBHOOK_SECRET" in line and "not supported yet" in line for line in lines)
-    assert any("no shop platform" in line for line in lines)
 
 
 @pytest.mark.parametrize(

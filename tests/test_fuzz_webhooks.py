@@ -419,7 +419,7 @@ def check_signed_answer(app, body: bytes, headers: list[tuple[str, str]], answer
     assert payload["event"] == stored.id
     assert (stored.body, stored.topic, stored.platform) == (body, topic, "shopify")
     assert stored.status == (EventStatus.RECEIVED if paid else EventStatus.IGNORED)
-    assert stored.store.domain == (domain or "unknown")
+    assert stored.store.domain == (domain or "default")
     delivery = value_of(headers, "X-Shopify-Event-Id") or value_of(headers, "X-Shopify-Webhook-Id")
     if delivery and ordinary(delivery, 200):
         assert stored.event_key == delivery

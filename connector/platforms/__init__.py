@@ -7,7 +7,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from connector.orders import Order, Refund
-from connector.platforms import shopify, woocommerce
+from connector.platforms import shopify, stripe, woocommerce
 from connector.platforms.common import Change, Delivery
 
 
@@ -29,10 +29,13 @@ class Platform(Protocol):
         """What an event means for invoicing, in the order the core acts on it (may raise `LoadError`)."""
 
     def snapshot(self, change: Change, payload: Mapping, api: Any) -> dict:
-        """The source data of a refund change (may call the platform's API: `PlatformUnavailable` is retried)."""
+        """The source data of a refund change, or of a `fetched` sale (may call the platform's API:
+        `PlatformUnavailable` is retried, `PlatformRefused` is final). Stored once, then read from the row."""
 
-    def to_order(self, payload: Mapping, *, store: str, tax_id_keys: Sequence[str], money: str) -> Order:
-        """The neutral order of an order payload (raises `LoadError`)."""
+    def to_order(self, payload: Mapping, *, store: str, tax_id_keys: Sequence[str], money: str,
+                 settings: Any = None) -> Order:
+        """The neutral order of an order payload (raises `LoadError`). `settings`: the store's issuing
+        settings, for what the payload leaves to the store (Stripe: the VAT rate of prices without its taxes)."""
 
     def to_refund(self, snapshot: Mapping, *, store: str, money: str, taxes_included: bool | None = None,
                   order: Mapping | None = None) -> Refund:
@@ -43,6 +46,8 @@ class Platform(Protocol):
 
     # Optional, for a platform whose refunds come inside order updates: `is_refund(payload) -> bool` tells a
     # pasted REST refund object (preview) from an order.
+    # Optional, for a platform whose events may name changes only its API lists ("lookup" changes):
+    # `look_up(change, payload, api) -> list[polling.Polled]`, each taken into the inbox as its own event.
 
     def api_client(self, config: Mapping[str, Any]) -> Any:
         """The platform API client `snapshot` uses, from the app's settings; None when there is none.
@@ -50,4 +55,4 @@ class Platform(Protocol):
         Not `api`: that name is each package's API client module (`<platform>/api.py`)."""
 
 
-PLATFORMS: dict[str, ModuleType] = {shopify.NAME: shopify, woocommerce.NAME: woocommerce}
+PLATFORMS: dict[str, ModuleType] = {shopify.NAME: shopify, woocommerce.NAME: woocommerce, stripe.NAME: stripe}

@@ -38,10 +38,16 @@ PING = Delivery(store="", event_key=None, topic="ping", acted_on=False)
 class Change:
     """One thing an event means for invoicing; one event may mean several (a payment and a new refund)."""
 
-    kind: Literal["sale", "refund", "cancellation", "none"]
+    kind: Literal["sale", "refund", "cancellation", "lookup", "none"]
     order_id: str = ""
     refund_id: str | None = None  # for a refund
     reason: str = ""  # for "none": why the event owes nothing, in words a shop owner understands
+    # A sale whose order the event does not carry whole (Stripe's sessions have no lines): the worker reads
+    # it from the platform (`snapshot`) when it issues the document, and keeps what it read.
+    fetched: bool = False
+    order_name: str = ""  # what the seller calls the order, for a fetched sale's row until it is read
+    # "lookup": the event names changes only the platform's API lists (a Stripe charge's refunds): the
+    # platform's `look_up` reads them, and each comes into the inbox as an event of its own.
 
 
 # --- headers and signatures --------------------------------------------------------------------------

@@ -357,8 +357,11 @@ def to_order(
     store: str,
     tax_id_keys: Sequence[str] = DEFAULT_TAX_ID_KEYS,
     money: Literal["presentment", "shop"] = "presentment",
+    settings: Any = None,
 ) -> Order:
     """Load an order webhook body (orders/paid, orders/create…) into an `Order`.
+
+    `settings` is accepted for the interface's sake: a Shopify order says all it owes itself.
 
     `tax_id_keys`: the cart attributes a tax number is looked for in (empty: `DEFAULT_TAX_ID_KEYS`).
     `money` picks the currency every amount is loaded in: "presentment" (default), what the customer

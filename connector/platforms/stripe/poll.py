@@ -19,10 +19,9 @@ logger = logging.getLogger(__name__)
 SAME_KEYS_AS_WEBHOOKS = True
 
 # The one store the environment's STRIPE_API_KEY names (Stripe's events name no store of their own).
-STORE = "default"
+STORE = "default"  # the inbox's DEFAULT_STORE, which /webhooks/stripe delivers to
 
-PAYMENT_SUCCEEDED = "payment_intent.succeeded"
-POLLED_TYPES = tuple(sorted(ACTED_ON | {PAYMENT_SUCCEEDED}))
+POLLED_TYPES = tuple(sorted(ACTED_ON))
 
 
 def configured_store(config: Mapping[str, Any]) -> str | None:

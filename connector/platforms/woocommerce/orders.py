@@ -590,11 +590,12 @@ def load(payload: Any, *, store: str, tax_id_keys: Sequence[str] = ()) -> Loaded
 
 
 def to_order(payload: Mapping, *, store: str, tax_id_keys: Sequence[str] = (),
-             money: str = "presentment") -> Order:
+             money: str = "presentment", settings: Any = None) -> Order:
     """Load a WooCommerce REST order object (an `order.*` webhook body is one) into an `Order`.
 
     `tax_id_keys`: the order meta keys the store's NIF plugin uses (empty: `DEFAULT_TAX_ID_KEYS`).
-    `money` is accepted for the interface's sake: a WooCommerce order has one currency.
+    `money` and `settings` are accepted for the interface's sake: a WooCommerce order has one currency and
+    says all it owes itself.
 
     Raises:
         LoadError: the payload is not a well-formed WooCommerce order; its text names fields, never values.

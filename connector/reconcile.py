@@ -273,7 +273,7 @@ def reconcile_command(store_name: str | None, since_text: str | None) -> None:
     if not targets:
         which = f"store {store_name} is unknown or" if store_name and store_name != "default" else "no store is"
         click.echo(f"error: {which} not pollable: set WOOCOMMERCE_URL, WOOCOMMERCE_CONSUMER_KEY and "
-                   "WOOCOMMERCE_CONSUMER_SECRET, or SHOPIFY_ACCESS_TOKEN", err=True)
+                   "WOOCOMMERCE_CONSUMER_SECRET, or SHOPIFY_ACCESS_TOKEN, or STRIPE_API_KEY", err=True)
         sys.exit(2)
     failed = False
     for target in targets:

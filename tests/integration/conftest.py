@@ -25,6 +25,7 @@ REPO_ROOT = HERE.parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from devtools import stripe_fake as stripe_fake_server  # noqa: E402
 from devtools import woocommerce_fake  # noqa: E402
 from tests.integration import services  # noqa: E402
 
@@ -297,4 +298,46 @@ def woo_connector(clean_db, clean_redis, procs, woo_fake):
         RECONCILE_INTERVAL_SECONDS="2", WOOCOMMERCE_READ_TIMEOUT="3",
     )
     yield WooConnector(running, woo_fake)
+    running.engine.dispose()
+
+
+# --- Stripe: its REST API faked in a process, and the connector with Stripe on --------------------------
+
+STRIPE_SECRET = "whsec_integration_0123456789"
+STRIPE_API_KEY = "rk_live_integration_0123456789"
+# Short, so that a slow answer from the fake is a read timeout to the connector within a test's time.
+STRIPE_READ_TIMEOUT = 1
+
+
+@pytest.fixture
+def stripe_fake(procs) -> stripe_fake_server.Control:
+    """`python -m devtools.stripe_fake` on a port of its own, taking the API key below."""
+    port = services.free_port()
+    fake = procs("stripe", [sys.executable, "-m", "devtools.stripe_fake", "--host", "127.0.0.1",
+                            "--port", str(port), "--api-key", STRIPE_API_KEY])
+    url = f"http://127.0.0.1:{port}"
+    fake.wait_for_http(f"{url}/_fake/calls", timeout=20)
+    return stripe_fake_server.Control(url)
+
+
+class StripeConnector(Connector):
+    """The running connector with Stripe on, its REST API the fake's."""
+
+    def __init__(self, running: Connector, stripe: stripe_fake_server.Control):
+        self.__dict__.update(running.__dict__)
+        self.stripe = stripe
+
+    def post_stripe(self, event: dict, secret: str = STRIPE_SECRET, store: str | None = None):
+        """Deliver `event` as Stripe does (its JSON, headers and a fresh signature) to the store's endpoint."""
+        path = "/webhooks/stripe" if store is None else f"/webhooks/stripe/{store}"
+        return stripe_fake_server.deliver(f"{self.url}{path}", event, secret)
+
+
+@pytest.fixture
+def stripe_connector(clean_db, clean_redis, procs, stripe_fake):
+    running = start_connector(
+        clean_db, clean_redis, procs, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET, STRIPE_API_KEY=STRIPE_API_KEY,
+        STRIPE_API_BASE_URL=stripe_fake.url, STRIPE_READ_TIMEOUT=str(STRIPE_READ_TIMEOUT),
+    )
+    yield StripeConnector(running, stripe_fake)
     running.engine.dispose()

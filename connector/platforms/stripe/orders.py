@@ -12,6 +12,7 @@ comes to exactly the line's `amount_total`.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -72,6 +73,9 @@ def _id(value: Any, prefix: str) -> str | None:
 def _none(reason: str) -> common.Change:
     return common.Change(kind="none", reason=reason)
 
+
+# A charge's id as Stripe makes them (`py_` charges come from some payment methods): it goes into a request.
+CHARGE_ID = re.compile(r"(?:ch|py)_[A-Za-z0-9_]{1,250}")
 
 # A refund that failed or was cancelled gave nothing back.
 _REFUNDING = ("succeeded", "pending", "requires_action")
@@ -175,7 +179,7 @@ def _charge_refunds(charge: Mapping) -> list[common.Change]:
                       "nothing is credited.")]
     listed = _listed_refunds(charge)
     if not listed:
-        if _id(charge.get("id"), "ch_") or _id(charge.get("id"), "py_"):
+        if isinstance(charge.get("id"), str) and CHARGE_ID.fullmatch(charge["id"]):
             # Since Stripe's API version 2022-11-15 a charge no longer lists its refunds: they are read from
             # Stripe (GET /v1/refunds?charge=…), each then credited as its own event.
             return [common.Change(kind="lookup", order_id=intent, reason="the charge's refunds")]

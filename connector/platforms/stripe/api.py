@@ -19,7 +19,7 @@ MAX_PAGES = 1000
 
 # Stripe's ids are a prefix and letters, digits and underscores (`cs_test_a1B2…`); anything else could
 # change the path it is put in.
-_ID_BODY = re.compile(r"[A-Za-z0-9_]{1,250}")
+ID_BODY = re.compile(r"[A-Za-z0-9_]{1,250}")
 SESSION_PREFIXES = ("cs_",)
 CHARGE_PREFIXES = ("ch_", "py_")  # `py_` charges come from some payment methods (SEPA, Bancontact, …)
 PAYMENT_INTENT_PREFIXES = ("pi_",)
@@ -158,7 +158,7 @@ def stripe_id(value: object, prefixes: tuple[str, ...]) -> str:
     """A Stripe id of one of the given kinds, checked before it goes into a path; ValueError otherwise."""
     if isinstance(value, str):
         for prefix in prefixes:
-            if value.startswith(prefix) and _ID_BODY.fullmatch(value[len(prefix) :]):
+            if value.startswith(prefix) and ID_BODY.fullmatch(value[len(prefix) :]):
                 return quote(value, safe="")
     # The value itself is left out: an id from a garbled event may be anything, a pasted key included.
     raise ValueError(f"not a Stripe id starting with {' or '.join(prefixes)}")

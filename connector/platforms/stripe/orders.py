@@ -12,7 +12,6 @@ comes to exactly the line's `amount_total`.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +23,7 @@ from connector import fiscal
 from connector.orders import Address, Customer, Line, Order, printable
 from connector.platforms import common
 from connector.platforms.stripe import webhook
+from connector.platforms.stripe.api import ID_BODY
 
 PLATFORM = "Stripe"
 DEFAULT_TAX_ID_KEYS: tuple[str, ...] = ()  # Stripe collects tax numbers in `customer_details.tax_ids`
@@ -62,10 +62,13 @@ def event_object(payload: Any) -> Any:
 
 
 def _id(value: Any, prefix: str) -> str | None:
-    """A Stripe id of the given kind (`cs_`, `pi_`, `re_`), also when the object it names is expanded."""
+    """A Stripe id of the given kind (`cs_`, `pi_`, `re_`), also when the object it names is expanded.
+
+    Only of Stripe's shape (its prefix, then letters, digits and underscores): such an id goes into the
+    requests the worker makes, and an odd one would fail there rather than say here why nothing is owed."""
     if isinstance(value, Mapping):
         value = value.get("id")
-    if isinstance(value, str) and value.startswith(prefix) and len(value) <= 255 and value.isprintable():
+    if isinstance(value, str) and value.startswith(prefix) and ID_BODY.fullmatch(value[len(prefix):]):
         return value
     return None
 
@@ -74,8 +77,6 @@ def _none(reason: str) -> common.Change:
     return common.Change(kind="none", reason=reason)
 
 
-# A charge's id as Stripe makes them (`py_` charges come from some payment methods): it goes into a request.
-CHARGE_ID = re.compile(r"(?:ch|py)_[A-Za-z0-9_]{1,250}")
 
 # A refund that failed or was cancelled gave nothing back.
 _REFUNDING = ("succeeded", "pending", "requires_action")
@@ -179,7 +180,7 @@ def _charge_refunds(charge: Mapping) -> list[common.Change]:
                       "nothing is credited.")]
     listed = _listed_refunds(charge)
     if not listed:
-        if isinstance(charge.get("id"), str) and CHARGE_ID.fullmatch(charge["id"]):
+        if _id(charge.get("id"), "ch_") or _id(charge.get("id"), "py_"):  # `py_`: some payment methods' charges
             # Since Stripe's API version 2022-11-15 a charge no longer lists its refunds: they are read from
             # Stripe (GET /v1/refunds?charge=…), each then credited as its own event.
             return [common.Change(kind="lookup", order_id=intent, reason="the charge's refunds")]

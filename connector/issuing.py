@@ -30,7 +30,7 @@ from connector.models import (
 )
 from connector.orders import Order, Refund
 from connector.plans import LISBON, Plan, Settings, email_body, plan_credit, plan_sale, sale_key
-from connector.platforms import PLATFORMS
+from connector.platforms import PLATFORMS, title
 from connector.platforms.common import Change, LoadError, PlatformRefused, PlatformUnavailable
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def source_of(document: Document, change: Change) -> dict:
     source = platform.snapshot(change, json.loads(event.body), platform.api_client(current_app.config))
     document.snapshot = json.dumps(source, ensure_ascii=False)
     what = f"Refund {change.refund_id}" if change.kind == "refund" else "The order"
-    record(document, "snapshot", f"{what} read from {event.platform}.")
+    record(document, "snapshot", f"{what} read from {title(event.platform)}.")
     # Committed now: a later step's rollback (an IX retry) must not make the platform be asked again.
     db.session.commit()
     return source
@@ -225,9 +225,10 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
     except PermanentError as error:
         _fail(document, f"InvoiceXpress refused the document: {error.message}", error.status)
     except PlatformUnavailable as error:
-        _retry_later(document, schedule_retry, f"{document.store.platform} did not answer properly ({error})")
+        _retry_later(document, schedule_retry, f"{title(document.store.platform)} did not answer properly "
+                                               f"({error})")
     except PlatformRefused as error:
-        _fail(document, f"{document.store.platform} refused to give what the document needs: {error}")
+        _fail(document, f"{title(document.store.platform)} refused to give what the document needs: {error}")
     except LoadError as error:
         _fail(document, str(error))
     except Exception as error:

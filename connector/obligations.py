@@ -18,7 +18,7 @@ from connector.issuing import delete_draft, find_document, hold, order_of, recor
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent, utcnow
 from connector.orders import Order
 from connector.plans import Plan, Settings, credit_note_key, plan_sale, proprietary_uid, sale_key
-from connector.platforms import PLATFORMS
+from connector.platforms import PLATFORMS, title
 from connector.platforms.common import Change, LoadError, PlatformRefused, PlatformUnavailable
 
 logger = logging.getLogger(__name__)
@@ -66,14 +66,14 @@ def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
     except PlatformUnavailable as error:
         # The platform's API is away: the event stays to be processed, and the sweeper brings it back.
         db.session.rollback()
-        event.note = f"{event.platform} did not answer properly ({error}); tried again shortly."[:2000]
+        event.note = f"{title(event.platform)} did not answer properly ({error}); tried again shortly."[:2000]
         db.session.commit()
         logger.info("event %s waits for %s: %s", event.id, event.platform, type(error).__name__)
         return None
     except PlatformRefused as error:
         db.session.rollback()
         event.status, event.processed_at = EventStatus.FAILED, utcnow()
-        event.note = f"{event.platform} refused to say what the event means: {error}"[:2000]
+        event.note = f"{title(event.platform)} refused to say what the event means: {error}"[:2000]
         db.session.commit()
         logger.warning("event %s: %s refused a lookup", event.id, event.platform)
         return None
@@ -160,7 +160,7 @@ def _add_fetched_sale(event: WebhookEvent, change: Change, settings: Settings,
     if not _add(document):
         return None, None
     kind = documents.BY_PATH[document.doc_type].label.capitalize()
-    record(document, "planned", f"{kind} for {document.order_ref}: the order is read from {event.platform} "
+    record(document, "planned", f"{kind} for {document.order_ref}: the order is read from {title(event.platform)} "
                                 "when it is issued.")
     db.session.commit()
     logger.info("event %s → document %s (read when issued)", event.id, document.id)
@@ -181,9 +181,9 @@ def _look_up(event: WebhookEvent, change: Change, enqueue, client_factory) -> st
             new.append(polled.event_key)
             process_event(taken, enqueue, client_factory)
     if not found:
-        return f"{change.reason.capitalize() or 'Nothing'} read from {event.platform}: none found."
+        return f"{change.reason.capitalize() or 'Nothing'} read from {title(event.platform)}: none found."
     listed = ", ".join(polled.event_key for polled in found)
-    return (f"{change.reason.capitalize()} read from {event.platform} ({listed}): each is its own event"
+    return (f"{change.reason.capitalize()} read from {title(event.platform)} ({listed}): each is its own event"
             + (f", {len(new)} new." if new else ", all seen before."))
 
 

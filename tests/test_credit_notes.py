@@ -465,7 +465,7 @@ def test_a_platform_api_that_does_not_answer_is_retried_like_invoicexpress(sandb
     drain(queue)
     [note] = [d for key, d in documents().items() if key.startswith("refund:")]
     assert note.state == DocumentState.PENDING
-    assert "shopify did not answer properly (timed out)" in note.last_error
+    assert "Shopify did not answer properly (timed out)" in note.last_error
     assert sandbox.documents() and not ix(sandbox, "CreditNote")
 
     for _ in range(2):

@@ -15,6 +15,7 @@ class Platform(Protocol):
     """What every package in this one provides; the core knows platforms only through it."""
 
     NAME: str
+    TITLE: str  # how people write it: "WooCommerce"
     SECRET_SETTING: str  # the environment variable holding its webhook signing secrets
     DEFAULT_TAX_ID_KEYS: tuple[str, ...]  # where its stores usually keep a buyer's tax number
     PAID_TOPIC: str  # the topic a paid order usually comes as: what `preview` assumes without --topic
@@ -56,3 +57,9 @@ class Platform(Protocol):
 
 
 PLATFORMS: dict[str, ModuleType] = {shopify.NAME: shopify, woocommerce.NAME: woocommerce, stripe.NAME: stripe}
+
+
+def title(name: str) -> str:
+    """How people write a platform's name ("WooCommerce"), for what a shop owner reads."""
+    platform = PLATFORMS.get(name)
+    return platform.TITLE if platform is not None else name

@@ -21,6 +21,7 @@ from connector.platforms.shopify.webhook import (
 )
 
 NAME = "shopify"
+TITLE = "Shopify"
 SECRET_SETTING = "SHOPIFY_WEBHOOK_SECRET"
 # A later partial refund is a credit note, not a reason not to invoice.
 PAID_STATUSES = ("paid", "partially_refunded")
@@ -92,6 +93,7 @@ def api_client(config: Mapping[str, Any]) -> None:
 
 
 __all__ = [
+    "TITLE",
     "API_ENVELOPES",
     "CANCEL_TOPIC",
     "DEFAULT_TAX_ID_KEYS",

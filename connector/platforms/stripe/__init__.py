@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connector.platforms.stripe.api import DEFAULT_BASE_URL, StripeAPI
+from connector.platforms.stripe import poll as polling
+from connector.platforms.stripe.api import StripeAPI
 from connector.platforms.stripe.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
+from connector.platforms.stripe.orders import PLATFORM as TITLE
 from connector.platforms.stripe.refunds import is_refund, to_refund
 from connector.platforms.stripe.sources import look_up, snapshot
 from connector.platforms.stripe.webhook import (
@@ -24,10 +26,8 @@ PAID_TOPIC = SESSION_COMPLETED
 
 def api_client(config: Mapping[str, Any]) -> StripeAPI | None:
     """The Stripe API client the worker reads sessions' lines and charges' refunds with (None without a key)."""
-    if not config.get("STRIPE_API_KEY"):
-        return None
-    return StripeAPI(config["STRIPE_API_KEY"], config.get("STRIPE_API_BASE_URL") or DEFAULT_BASE_URL,
-                     timeout=(5, float(config.get("STRIPE_READ_TIMEOUT") or 20)))
+    store = polling.configured_store(config)
+    return polling.api(config, store) if store else None
 
 
 def unwrap(payload: Mapping) -> Mapping:
@@ -36,6 +36,7 @@ def unwrap(payload: Mapping) -> Mapping:
 
 
 __all__ = [
+    "TITLE",
     "DEFAULT_TAX_ID_KEYS",
     "NAME",
     "PAID_TOPIC",

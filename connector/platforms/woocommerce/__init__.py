@@ -7,6 +7,7 @@ from typing import Any
 
 from connector.platforms.woocommerce import poll as polling
 from connector.platforms.woocommerce.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
+from connector.platforms.woocommerce.orders import PLATFORM as TITLE
 from connector.platforms.woocommerce.refunds import is_refund, snapshot, to_refund
 from connector.platforms.woocommerce.webhook import (
     NAME,
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_TAX_ID_KEYS",
     "NAME",
     "PAID_TOPIC",
+    "TITLE",
     "SECRET_SETTING",
     "api_client",
     "changes",

@@ -15,9 +15,10 @@ from connector import create_app, jobs
 from connector.extensions import db
 from connector.inbox import find_or_create_store
 from connector.issuing import plan_document
-from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store, WebhookEvent
+from connector.models import Document, DocumentEvent, DocumentState, EventStatus, Store
 from devtools import stripe_fake
 from tests.conftest import drain, run_scheduled_now, settings, tables_of
+from tests.test_webhooks_woocommerce import documents, events
 
 URL = "/webhooks/stripe"
 SECRET = "whsec_test_stripe_secret"
@@ -174,16 +175,6 @@ def post_stripe(client):
                                                     "Stripe-Signature": signature(body, secret, t)})
 
     return post
-
-
-def events() -> list[WebhookEvent]:
-    db.session.remove()
-    return list(db.session.scalars(sa.select(WebhookEvent).order_by(WebhookEvent.id)))
-
-
-def documents() -> list[Document]:
-    db.session.remove()
-    return list(db.session.scalars(sa.select(Document).order_by(Document.id)))
 
 
 def timeline(document: Document) -> list[tuple[str, str]]:

@@ -117,6 +117,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": int(number("MAX_WEBHOOK_BYTES", 2 * 1024 * 1024, 1024)),
         "DOCUMENT_LEASE_SECONDS": number("DOCUMENT_LEASE_SECONDS", 90, 1),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 60, 1),
+        # The first retry of a document waits this long; each later one twice as long, up to an hour.
+        "RETRY_BASE_SECONDS": number("RETRY_BASE_SECONDS", 10, 0.1),
         # Platforms' APIs, for refunds' lines and reconciliation (each optional).
         "WOOCOMMERCE_URL": woocommerce_url,
         "WOOCOMMERCE_CONSUMER_KEY": env.get("WOOCOMMERCE_CONSUMER_KEY", ""),

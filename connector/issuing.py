@@ -164,8 +164,9 @@ def init_invoicexpress(app: Flask) -> None:
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter, never sooner than IX asked (Retry-After)."""
-    delay = min(MAX_BACKOFF_SECONDS, 10 * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
+    """Exponential backoff with jitter from RETRY_BASE_SECONDS, never sooner than IX asked (Retry-After)."""
+    base = float(current_app.config.get("RETRY_BASE_SECONDS", 10))
+    delay = min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
     return max(delay, retry_after or 0)
 
 

@@ -180,10 +180,11 @@ class Connector:
         self.engine = sa.create_engine(env["DATABASE_URL"], poolclass=sa.pool.NullPool)
         self.worker = None
 
-    def start_worker(self):
+    def start_worker(self, wait: bool = True):
         argv = [sys.executable, "-m", "flask", "--app", "wsgi", "worker"]
         self.worker = self.procs("worker", argv, env=self.env)
-        self.worker.wait_for_log(r"Listening on", timeout=30)
+        if wait:
+            self.worker.wait_for_log(r"Listening on", timeout=30)
         return self.worker
 
     def post(self, body: bytes, event_id: str | None = None, secret: str = SECRET, topic="orders/paid"):
@@ -236,18 +237,23 @@ def start_connector(clean_db: str, clean_redis: str, procs, **extra_env: str):
         "DATABASE_URL": clean_db, "REDIS_URL": clean_redis, "SHOPIFY_WEBHOOK_SECRET": SECRET,
         "INVOICEXPRESS_API_KEY": API_KEY, "INVOICEXPRESS_BASE_URL": sandbox_url,
         "DOCUMENT_LEASE_SECONDS": "4", "SWEEP_INTERVAL_SECONDS": "2", "LOG_LEVEL": "INFO",
+        # Retries after about 2, 4 and 8 s: the backoff's doubling is what is tested, not its first wait.
+        "RETRY_BASE_SECONDS": "2",
         **extra_env,
     }
+    # Started two at a time (each waits mostly on Python's imports): the sandbox with the migrations, then
+    # the web with the worker, which both need the schema.
     sandbox = procs("sandbox", [sys.executable, "-m", "devtools.invoicexpress_sandbox", "--host", "127.0.0.1",
                                 "--port", str(sandbox_port), "--api-key", API_KEY])
-    sandbox.wait_for_http(f"{sandbox_url}/_sandbox/documents", timeout=20)
     upgrade = procs("migrate", [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], env=env)
     assert upgrade.wait(timeout=60) == 0, upgrade.output()
+    sandbox.wait_for_http(f"{sandbox_url}/_sandbox/documents", timeout=20)
     web = procs("web", [services.bin_path("gunicorn"), "wsgi:app", "--bind", f"127.0.0.1:{web_port}",
                         "--workers", "2"], env=env)
-    web.wait_for_http(f"http://127.0.0.1:{web_port}/healthz", timeout=30)
     running = Connector(procs, env, web_port, sandbox_url)
-    running.start_worker()
+    running.start_worker(wait=False)
+    web.wait_for_http(f"http://127.0.0.1:{web_port}/healthz", timeout=30)
+    running.worker.wait_for_log(r"Listening on", timeout=30)
     return running
 
 

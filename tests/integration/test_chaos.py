@@ -42,8 +42,8 @@ WORKER_DOWN_SECONDS = 3
 REDIS_DOWN_SECONDS = 5
 # Hard deadlines, in seconds from the first delivery: with the fixtures (some 10 s) and the teardown the
 # test ends within 4 minutes even when it fails. IX's faults stop at CLEAR_FAULTS_AFTER if every order
-# is not complete by then: with a 10 s backoff doubling at each attempt, a document unlucky enough to
-# meet four faults in a row would otherwise wait longer than the whole budget.
+# is not complete by then: with a backoff doubling at each attempt (10 s first in production), a document
+# unlucky enough to meet many faults in a row would otherwise wait longer than the whole budget.
 CLEAR_FAULTS_AFTER = 75
 IX_COMPLETE_BY = 195
 ROWS_DONE_BY = 205

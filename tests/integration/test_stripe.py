@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.conftest import REPO_ROOT, STRIPE_READ_TIMEOUT
 
-# The first test waits out three retries of the issuing backoff (about 10, 20 and 40 s) and a read timeout.
+# The first test waits out three retries of the issuing backoff (about 2, 4 and 8 s here) and a read timeout.
 pytestmark = pytest.mark.timeout(300)
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "stripe"

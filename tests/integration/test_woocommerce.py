@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_webhooks_woocommerce import woo_order, woo_refund
 
-# The refund test waits out three retries of the issuing backoff (about 10, 20 and 40 s) and a read timeout.
+# The refund test waits out three retries of the issuing backoff (about 2, 4 and 8 s here) and a read timeout.
 pytestmark = pytest.mark.timeout(300)
 
 # Long enough for two reconciliation beats (RECONCILE_INTERVAL_SECONDS=2) to have come and gone.

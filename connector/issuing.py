@@ -350,8 +350,8 @@ INVOICE_WAIT = timedelta(days=7)
 
 def plan_document(document: Document, today=None) -> Plan:
     """What this document row must be at IX, planned afresh from its event (and its invoice's)."""
+    settings = settings_for(document.store)
     if document.doc_type != documents.CREDIT_NOTE.path:
-        settings = settings_for(document.store)
         order = sale_order(document, settings)[1]
         plan = plan_sale(order, settings, today)
         if document.state == DocumentState.PENDING and plan.expected_total is not None:
@@ -359,7 +359,6 @@ def plan_document(document: Document, today=None) -> Plan:
             document.order_ref, document.currency = order.name[:255], order.currency
             document.total = str(plan.expected_total)
         return plan
-    settings = settings_for(document.store)
     change = refund_change(document, settings)
     sale = document.original or find_document(document.store_id, sale_key(change.order_id))
     if sale is not None and sale.state == DocumentState.CANCELED:

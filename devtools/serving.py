@@ -8,7 +8,8 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ def serve_in_thread(server: BaseWSGIServer, name: str) -> BaseWSGIServer:
     """Serve from a daemon thread (the tests' process may end without stopping it); server.shutdown() stops it."""
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server
+
+
+@contextmanager
+def running(served: tuple[str, BaseWSGIServer]) -> Iterator[str]:
+    """A fake's base URL (as its `serve_in_thread` gives it) for the `with` block; then it stops, port and all."""
+    url, server = served
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def serve_until_interrupted(server: BaseWSGIServer, banner: str) -> None:

@@ -13,8 +13,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -592,15 +591,9 @@ def serve_in_thread(
     return f"http://{host}:{server.server_port}", server
 
 
-@contextmanager
-def running(api_key: str = DEFAULT_KEY) -> Iterator[str]:
+def running(api_key: str = DEFAULT_KEY) -> AbstractContextManager[str]:
     """A fresh fake served from a thread on a free port, for the `with` block; gives its base URL."""
-    url, server = serve_in_thread(api_key=api_key)
-    try:
-        yield url
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serving.running(serve_in_thread(api_key=api_key))
 
 
 def main(argv: list[str] | None = None) -> None:

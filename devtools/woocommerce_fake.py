@@ -15,8 +15,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -432,15 +431,9 @@ def serve_in_thread(
     return f"http://{host}:{server.server_port}", server
 
 
-@contextmanager
-def running(consumer_key: str = DEFAULT_KEY, consumer_secret: str = DEFAULT_SECRET) -> Iterator[str]:
+def running(consumer_key: str = DEFAULT_KEY, consumer_secret: str = DEFAULT_SECRET) -> AbstractContextManager[str]:
     """A fresh fake served from a thread on a free port, for the `with` block; gives its site URL."""
-    url, server = serve_in_thread(consumer_key=consumer_key, consumer_secret=consumer_secret)
-    try:
-        yield url
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serving.running(serve_in_thread(consumer_key=consumer_key, consumer_secret=consumer_secret))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connector.platforms.polling import configured_client
 from connector.platforms.stripe import poll as polling
 from connector.platforms.stripe.api import StripeAPI
 from connector.platforms.stripe.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
@@ -26,8 +27,7 @@ PAID_TOPIC = SESSION_COMPLETED
 
 def api_client(config: Mapping[str, Any]) -> StripeAPI | None:
     """The Stripe API client the worker reads sessions' lines and charges' refunds with (None without a key)."""
-    store = polling.configured_store(config)
-    return polling.api(config, store) if store else None
+    return configured_client(polling, config)
 
 
 def unwrap(payload: Mapping) -> Mapping:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connector.platforms.polling import configured_client
 from connector.platforms.woocommerce import poll as polling
 from connector.platforms.woocommerce.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
 from connector.platforms.woocommerce.orders import PLATFORM as TITLE
@@ -26,8 +27,7 @@ PAID_TOPIC = UPDATED_TOPIC
 
 def api_client(config: Mapping[str, Any]):
     """The REST client of the site the settings' credentials name (refunds' lines are read with it), or None."""
-    store = polling.configured_store(config)
-    return polling.api(config, store) if store else None
+    return configured_client(polling, config)
 
 
 def unwrap(payload: Mapping) -> Mapping:

@@ -66,6 +66,26 @@ def log_and_fault(
     return int(fault.kind)
 
 
+def guard_api(app: Flask, prefix: str, state_of: Callable[[], Any], fault_response: Callable[[int], Any],
+              authorize: Callable[[Any], None]) -> None:
+    """The gate every API call of a fake passes: under `prefix`, each request is logged and may meet a fault
+    rule (answered by `fault_response(status)`), then must pass `authorize(state)`, which raises the fake's
+    own refusal. The state has `lock`, `calls` and `faults`."""
+
+    def gate() -> Any:
+        path = api_path(prefix)
+        if path is None:
+            return None
+        state = state_of()
+        status = log_and_fault(state.lock, state.calls, state.faults, path)
+        if status is not None:
+            return fault_response(status)
+        authorize(state)
+        return None
+
+    app.before_request(gate)
+
+
 def api_path(prefix: str) -> str | None:
     """The request's path after `prefix` and its slash, or None for a request outside the API."""
     if not request.path.startswith(prefix + "/"):

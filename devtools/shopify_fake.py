@@ -53,18 +53,14 @@ def _state() -> _State:
     return state
 
 
-def _before_api_request() -> Response | None:
-    path = serving.api_path(API)
-    if path is None:
-        return None
-    state = _state()
-    status = serving.log_and_fault(state.lock, state.calls, state.faults, path)
-    if status is not None:
-        return _refusal_response(_Refusal(status, f"fault injected: HTTP {status}"))
+def _fault_response(status: int) -> Response:
+    return _refusal_response(_Refusal(status, f"fault injected: HTTP {status}"))
+
+
+def _authorize(state: _State) -> None:
     token = request.headers.get("X-Shopify-Access-Token", "")
     if not hmac.compare_digest(token, state.access_token):
         raise _Refusal(401, "[API] Invalid API key or access token (unrecognized login or wrong password)")
-    return None
 
 
 def list_orders() -> Response:
@@ -154,7 +150,7 @@ def _http_error_response(error: HTTPException) -> Response:
 def create_app(access_token: str = DEFAULT_TOKEN) -> Flask:
     app = Flask(__name__)
     app.extensions["shopify_fake"] = _State(access_token)
-    app.before_request(_before_api_request)
+    serving.guard_api(app, API, _state, _fault_response, _authorize)
     app.register_error_handler(_Refusal, _refusal_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.add_url_rule(f"{API}/orders.json", view_func=list_orders, methods=["GET"])

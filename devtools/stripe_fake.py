@@ -92,15 +92,12 @@ def _masked(key: str) -> str:
 # --- the REST API --------------------------------------------------------------------------------
 
 
-def _before_api_request() -> Response | None:
-    path = serving.api_path(API)
-    if path is None:
-        return None
-    state = _state()
-    status = serving.log_and_fault(state.lock, state.calls, state.faults, path)
-    if status is not None:
-        kind, code = {429: ("invalid_request_error", "rate_limit")}.get(status, ("api_error", None))
-        return _refusal_response(_Refusal(status, kind, f"fault injected: HTTP {status}", code))
+def _fault_response(status: int) -> Response:
+    kind, code = {429: ("invalid_request_error", "rate_limit")}.get(status, ("api_error", None))
+    return _refusal_response(_Refusal(status, kind, f"fault injected: HTTP {status}", code))
+
+
+def _authorize(state: _State) -> None:
     auth = request.headers.get("Authorization", "")
     scheme, _, given = auth.partition(" ")
     if not given or scheme.lower() != "bearer":
@@ -108,7 +105,6 @@ def _before_api_request() -> Response | None:
     if not hmac.compare_digest(given.encode(), state.api_key.encode()):
         raise _Refusal(401, "invalid_request_error", f"Invalid API Key provided: {_masked(given)}",
                        "api_key_invalid")
-    return None
 
 
 def _limit() -> int:
@@ -498,7 +494,7 @@ def _http_error_response(error: HTTPException) -> Response:
 def create_app(api_key: str = DEFAULT_KEY) -> Flask:
     app = Flask(__name__)
     app.extensions["stripe_fake"] = _State(api_key)
-    app.before_request(_before_api_request)
+    serving.guard_api(app, API, _state, _fault_response, _authorize)
     app.register_error_handler(_Refusal, _refusal_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.add_url_rule(f"{API}/checkout/sessions", view_func=list_sessions, methods=["GET"])

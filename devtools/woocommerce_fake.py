@@ -129,17 +129,13 @@ def _authorized(state: _State) -> bool:
     )
 
 
-def _before_api_request() -> Response | None:
-    path = serving.api_path(API)
-    if path is None:
-        return None
-    state = _state()
-    status = serving.log_and_fault(state.lock, state.calls, state.faults, path)
-    if status is not None:
-        return _refusal_response(_Refusal(status, "fake_fault", f"fault injected: HTTP {status}"))
+def _fault_response(status: int) -> Response:
+    return _refusal_response(_Refusal(status, "fake_fault", f"fault injected: HTTP {status}"))
+
+
+def _authorize(state: _State) -> None:
     if not _authorized(state):
         raise _Refusal(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
-    return None
 
 
 def list_orders() -> Response:
@@ -317,7 +313,7 @@ def create_app(
     app.extensions["woocommerce_fake"] = _State(
         consumer_key, consumer_secret, Path(state_path) if state_path is not None else None
     )
-    app.before_request(_before_api_request)
+    serving.guard_api(app, API, _state, _fault_response, _authorize)
     app.register_error_handler(_Refusal, _refusal_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.add_url_rule(f"{API}/orders", view_func=list_orders, methods=["GET"])

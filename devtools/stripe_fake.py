@@ -347,14 +347,23 @@ def list_refunds() -> Response:
 # --- control endpoints ---------------------------------------------------------------------------
 
 
+def _posted(kind: str, with_amount: bool = False) -> dict[str, Any]:
+    """A copy of the one `kind` object posted to a control endpoint; 400 for anything else, or (with_amount)
+    for one without a positive integer `amount` in minor units."""
+    posted = request.get_json(silent=True)
+    if not isinstance(posted, dict):
+        raise _Refusal(400, "invalid_request_error", f"the body must be one {kind} object")
+    amount = posted.get("amount")
+    if with_amount and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
+        raise _Refusal(400, "invalid_request_error", f"the {kind} needs a positive integer amount in minor units")
+    return dict(posted)
+
+
 def fake_sessions() -> tuple[Response, int]:
     """Insert or replace one Checkout Session; its `line_items` (a list, or a list object) are kept apart, as
     Stripe serves them from their own endpoint."""
     state = _state()
-    session = request.get_json(silent=True)
-    if not isinstance(session, dict):
-        raise _Refusal(400, "invalid_request_error", "the body must be one checkout.session object")
-    session = dict(session)
+    session = _posted("checkout.session")
     items = session.pop("line_items", None)
     if isinstance(items, dict):
         items = items.get("data")
@@ -386,13 +395,7 @@ def fake_sessions() -> tuple[Response, int]:
 def fake_refunds() -> tuple[Response, int]:
     """Store one refund object (it needs a positive integer `amount`); newest is listed first."""
     state = _state()
-    refund = request.get_json(silent=True)
-    if not isinstance(refund, dict):
-        raise _Refusal(400, "invalid_request_error", "the body must be one refund object")
-    amount = refund.get("amount")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise _Refusal(400, "invalid_request_error", "the refund needs a positive integer amount in minor units")
-    refund = dict(refund)
+    refund = _posted("refund", with_amount=True)
     with state.lock:
         if not isinstance(refund.get("id"), str) or not refund["id"].startswith("re_"):
             refund["id"] = state.new_id("re_")
@@ -411,15 +414,9 @@ def fake_payment_intents() -> tuple[Response, int]:
     """Store one payment intent that no Checkout Session made ({id, amount, currency, status, billing_details
     {name, email, address, phone}, …}); it is served as it is, with its charge, and no session lists it."""
     state = _state()
-    intent = request.get_json(silent=True)
-    if not isinstance(intent, dict):
-        raise _Refusal(400, "invalid_request_error", "the body must be one payment_intent object")
-    amount = intent.get("amount")
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise _Refusal(400, "invalid_request_error", "the payment intent needs a positive integer amount")
+    intent = _posted("payment_intent", with_amount=True)
     if intent.get("billing_details") is not None and not isinstance(intent["billing_details"], dict):
         raise _Refusal(400, "invalid_request_error", "billing_details must be an object")
-    intent = dict(intent)
     with state.lock:
         if not isinstance(intent.get("id"), str) or not intent["id"].startswith("pi_"):
             intent["id"] = state.new_id("pi_")
@@ -436,10 +433,7 @@ def fake_payment_intents() -> tuple[Response, int]:
 def fake_events() -> tuple[Response, int]:
     """Store one event as it is; `id` (evt_…), `object` and `created` (now) are filled in when it has none."""
     state = _state()
-    event = request.get_json(silent=True)
-    if not isinstance(event, dict):
-        raise _Refusal(400, "invalid_request_error", "the body must be one event object")
-    event = dict(event)
+    event = _posted("event")
     created = event.get("created")
     if created is not None and (isinstance(created, bool) or not isinstance(created, int)):
         raise _Refusal(400, "invalid_request_error", "created must be a Unix time in whole seconds")

@@ -427,11 +427,16 @@ def test_chaos_many_orders_duplicates_ix_faults_kills_and_a_redis_restart_yield_
     assert redis_restarts == 1
     assert strangers == [], "no document at IX but for our orders"
     assert {name: len(found.get(name, [])) for name in names} == dict.fromkeys(names, 1), "one per order"
+    # A worker killed while its document was final and being e-mailed may have had IX send the e-mail before
+    # the kill left no record of it: the next worker sends it again (IX says nothing of e-mails already sent),
+    # so that document alone may carry a second e-mail. Every other carries exactly one.
+    emailing_when_killed = {caught["order"] for _, caught in kills if caught and caught["state"] == "finalized"}
     for name in names:
         [document] = found[name]
         assert document["status"] == "settled", document
         assert [h["action"] for h in document["history"]].count("finalized") == 1, document["history"]
-        assert len(document["emails"]) == 1, (name, document["emails"])
+        allowed = (1, 2) if name in emailing_when_killed else (1,)
+        assert len(document["emails"]) in allowed, (name, document["emails"])
     # Each document is its own order's: client, tax number, total, and the e-mail went to that buyer.
     wrong = []
     for order in orders:

@@ -54,28 +54,26 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
 
-    secrets = {platform: _split(env.get(var, "")) for platform, var in PLATFORM_SECRETS.items()}
+    secrets = {platform: split(env.get(var, "")) for platform, var in PLATFORM_SECRETS.items()}
     for platform, values in secrets.items():
         if values and platform not in SUPPORTED_PLATFORMS:
             problems.append(f"{PLATFORM_SECRETS[platform]} is set, but {platform} is not supported yet")
     enabled = [p for p in SUPPORTED_PLATFORMS if secrets[p]]
-    if not enabled:
+    secret_keys = tuple(split(env.get("SECRET_KEY", "")))
+    for key in secret_keys:
+        if len(key) < 16:
+            problems.append("SECRET_KEY must be at least 16 characters (each, when several are given)")
+            break
+    # With SECRET_KEY set, stores may hold their own secrets and IX accounts (`flask stores set`): whether
+    # every store can then be served is checked against the database when the web and the worker start.
+    stores_may_have_their_own = bool(secret_keys)
+    if not enabled and not stores_may_have_their_own:
         names = " or ".join(PLATFORM_SECRETS[p] for p in SUPPORTED_PLATFORMS)
         problems.append(f"no shop platform is enabled: set {names} (the webhook signing secret)")
 
-    api_key = required("INVOICEXPRESS_API_KEY")
-    account = env.get("INVOICEXPRESS_ACCOUNT", "")
-    base_url = env.get("INVOICEXPRESS_BASE_URL", "").rstrip("/")
-    if account and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", account):
-        problems.append("INVOICEXPRESS_ACCOUNT must be the bare account name (ACCOUNT in "
-                        f"ACCOUNT.app.invoicexpress.com), got {account!r}")
-    if not base_url:
-        if account:
-            base_url = f"https://{account}.app.invoicexpress.com"
-        else:
-            problems.append("INVOICEXPRESS_ACCOUNT is not set (or set INVOICEXPRESS_BASE_URL)")
-    elif urlsplit(base_url).scheme not in ("http", "https"):
-        problems.append("INVOICEXPRESS_BASE_URL must be an http(s) URL")
+    ix_required = bool(enabled) or not stores_may_have_their_own
+    base_url, api_key = invoicexpress_account(
+        {name: env.get(name.upper(), "") for name in INVOICEXPRESS_SETTINGS}, problems, required=ix_required)
 
     woocommerce_url = env.get("WOOCOMMERCE_URL", "").rstrip("/")
     if woocommerce_url and urlsplit(woocommerce_url).scheme not in ("http", "https"):
@@ -112,6 +110,8 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "INVOICEXPRESS_READ_TIMEOUT": number("INVOICEXPRESS_READ_TIMEOUT", 30, 0.1),
         # IX allows 780 a minute per account (older documents: 100); leave room for other integrations.
         "INVOICEXPRESS_REQUESTS_PER_MINUTE": number("INVOICEXPRESS_REQUESTS_PER_MINUTE", 600, 1),
+        # Keys that encrypt stores' own secrets (the first encrypts, all decrypt); empty: stores have none.
+        "SECRET_KEYS": secret_keys,
         # How documents are issued; every store can override each of these (`flask stores set`).
         "ISSUING": issuing,
         "MAX_CONTENT_LENGTH": int(number("MAX_WEBHOOK_BYTES", 2 * 1024 * 1024, 1024)),
@@ -138,6 +138,35 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return config
 
 
+INVOICEXPRESS_SETTINGS = ("invoicexpress_account", "invoicexpress_base_url", "invoicexpress_api_key")
+
+
+def invoicexpress_account(values: Mapping[str, str], problems: list[str], of_store: bool = False,
+                          required: bool = True) -> tuple[str, str]:
+    """An IX account's base URL and API key from its settings by their lower-cased names (the environment's,
+    or one store's: `of_store`, whose problems name the settings as `stores set` does)."""
+    api_key = (values.get("invoicexpress_api_key") or "").strip()
+    account = (values.get("invoicexpress_account") or "").strip()
+    base_url = (values.get("invoicexpress_base_url") or "").strip().rstrip("/")
+    name = (lambda setting: setting) if of_store else str.upper
+    if not required and not (api_key or account or base_url):
+        return "", ""
+    if not api_key:
+        problems.append(f"{name('invoicexpress_api_key')} is not set")
+    if account and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", account):
+        problems.append(f"{name('invoicexpress_account')} must be the bare account name (ACCOUNT in "
+                        f"ACCOUNT.app.invoicexpress.com), got {account!r}")
+    if not base_url:
+        if account:
+            base_url = f"https://{account}.app.invoicexpress.com"
+        else:
+            problems.append(f"{name('invoicexpress_account')} is not set "
+                            f"(or set {name('invoicexpress_base_url')})")
+    elif urlsplit(base_url).scheme not in ("http", "https"):
+        problems.append(f"{name('invoicexpress_base_url')} must be an http(s) URL")
+    return base_url, api_key
+
+
 def planning_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Only what planning reads (issuing settings, log level): enough for `preview`, which needs no
     database, Redis, secret or IX account. Raises ConfigError naming every problem in those."""
@@ -161,7 +190,7 @@ def _log_level(env: Mapping[str, str], problems: list[str]) -> str:
 
 
 def _lower_list(raw: str, name: str, problems: list[str]) -> tuple[str, ...]:
-    return tuple(key.lower() for key in _split(raw))
+    return tuple(key.lower() for key in split(raw))
 
 
 def _exemption(raw: str, name: str, problems: list[str]) -> str | None:
@@ -208,7 +237,7 @@ def _vat_rate(raw: str, name: str, problems: list[str]) -> Decimal | None:
     return rate.normalize() if rate != rate.to_integral_value() else rate.quantize(Decimal(1))
 
 
-def _split(raw: str) -> list[str]:
+def split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
@@ -224,7 +253,7 @@ def _database_url(url: str, problems: list[str]) -> str:
 
 def _tax_names(raw: str, setting: str, problems: list[str]) -> dict[Decimal, str]:
     names: dict[Decimal, str] = {}
-    for pair in _split(raw):
+    for pair in split(raw):
         rate, _, name = pair.partition("=")
         try:
             names[Decimal(rate.strip())] = name.strip()
@@ -258,16 +287,92 @@ ISSUING = {
     # Stripe: a payment outside Checkout gets a one-line invoice with this description (unset: none).
     "payment_intent_line": ("PAYMENT_INTENT_LINE", "", _text),
     "payment_intent_vat_rate": ("PAYMENT_INTENT_VAT_RATE", "", _vat_rate),  # unset: DEFAULT_VAT_RATE
+    # Put before the store's order names and customer codes at IX, so that two stores sharing one IX
+    # account never meet ("#1001" of each); given to each further store of an account automatically.
+    "reference_prefix": ("REFERENCE_PREFIX", "", _text),
 }
+# An issuing setting may also be named by its environment variable, lower-cased (`invoicexpress_tax_names`).
+ISSUING_ALIASES = {var.lower(): key for key, (var, _, _) in ISSUING.items() if var.lower() != key}
+
+# A store's connections, by the environment variable's lower-cased name → the group it belongs to. A store
+# that sets any setting of a group has that whole group of its own (what it leaves out takes the built-in
+# default, never the environment's value), so that no store's credentials are ever sent to another's URL.
+# A store's webhook secret (`<platform>_webhook_secret`) stands alone: its own, else the environment's.
+CONNECTION_GROUPS = {
+    "invoicexpress": INVOICEXPRESS_SETTINGS + ("invoicexpress_requests_per_minute",),
+    "shopify": ("shopify_access_token", "shopify_api_base_url"),
+    "woocommerce": ("woocommerce_url", "woocommerce_consumer_key", "woocommerce_consumer_secret"),
+    "stripe": ("stripe_api_key", "stripe_api_base_url"),
+}
+WEBHOOK_SECRET_SETTINGS = {platform: var.lower() for platform, var in PLATFORM_SECRETS.items()}
+# Kept encrypted (SECRET_KEY) and never printed.
+SECRET_SETTINGS = frozenset({
+    "invoicexpress_api_key", "shopify_access_token", "woocommerce_consumer_key", "woocommerce_consumer_secret",
+    "stripe_api_key", *WEBHOOK_SECRET_SETTINGS.values(),
+})
+CONNECTION_SETTINGS = frozenset(name for group in CONNECTION_GROUPS.values() for name in group)
+
+
+def store_setting(name: str) -> str | None:
+    """The name a store keeps a setting under (`stores set NAME=…`), or None when it is no store setting."""
+    name = name.strip().lower()
+    name = ISSUING_ALIASES.get(name, name)
+    if name in ISSUING or name in CONNECTION_SETTINGS or name in WEBHOOK_SECRET_SETTINGS.values():
+        return name
+    return None
 
 
 def parse_store_settings(raw: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """A store's own settings (key → text, as kept in stores.settings), parsed; and the problems."""
+    """A store's own issuing settings (key → text, as kept in stores.settings), parsed; and the problems.
+    Its connection settings, kept alongside, are read by `connector.stores`."""
     problems: list[str] = []
     parsed = {}
     for key, value in raw.items():
-        if key not in ISSUING:
+        if key in ISSUING:
+            parsed[key] = ISSUING[key][2](str(value), key, problems)
+        elif key not in CONNECTION_SETTINGS:
             problems.append(f"{key} is not a store setting (one of: {', '.join(ISSUING)})")
-            continue
-        parsed[key] = ISSUING[key][2](str(value), key, problems)
     return parsed, problems
+
+
+def store_problems(platform: str, values: Mapping[str, str]) -> list[str]:
+    """What is wrong with one store's own settings (every one, its secrets among them, by stored name)."""
+    problems: list[str] = []
+    for name in values:
+        if store_setting(name) != name:
+            problems.append(f"{name} is not a store setting")
+    problems.extend(parse_store_settings({k: v for k, v in values.items() if k in ISSUING})[1])
+    for other, name in WEBHOOK_SECRET_SETTINGS.items():
+        if other != platform and values.get(name):
+            problems.append(f"{name} is for a {other} store, and this one is a {platform} store")
+    own_groups = {group for group, names in CONNECTION_GROUPS.items() if any(values.get(n) for n in names)}
+    for group in own_groups - {"invoicexpress", platform}:
+        problems.append(f"{', '.join(n for n in CONNECTION_GROUPS[group] if values.get(n))} is for a {group} "
+                        f"store, and this one is a {platform} store")
+    if "invoicexpress" in own_groups:
+        invoicexpress_account(values, problems, of_store=True)
+        _at_least_one(values.get("invoicexpress_requests_per_minute"), "invoicexpress_requests_per_minute",
+                      problems)
+    required = {"woocommerce": ("woocommerce_url", "woocommerce_consumer_key", "woocommerce_consumer_secret"),
+                "stripe": ("stripe_api_key",), "shopify": ("shopify_access_token",)}
+    if platform in own_groups:
+        missing = [name for name in required.get(platform, ()) if not values.get(name)]
+        if missing:
+            problems.append(f"{' and '.join(missing)} must be set too: a store's {platform} API settings are its "
+                            "own, all of them, or the environment's")
+        for name in CONNECTION_GROUPS[platform]:
+            url = values.get(name) if name.endswith("_url") else None
+            if url and urlsplit(url).scheme not in ("http", "https"):
+                problems.append(f"{name} must be an http(s) URL")
+    return problems
+
+
+def _at_least_one(raw: str | None, name: str, problems: list[str]) -> None:
+    if not raw:
+        return
+    try:
+        if float(raw) >= 1:
+            return
+    except ValueError:
+        pass
+    problems.append(f"{name} must be a number of at least 1, got {raw!r}")

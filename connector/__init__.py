@@ -31,7 +31,19 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_extensions(app)
     register_blueprints(app)
     register_commands(app)
+    if click.get_current_context(silent=True) is None:
+        check_stores(app)  # the web server; the worker checks when its command starts
     return app
+
+
+def check_stores(app: Flask) -> None:
+    """Refuse to start when a store cannot be served (its secrets unreadable, no IX account, nothing enabled)."""
+    from connector.stores import startup_problems
+
+    with app.app_context():
+        problems = startup_problems()
+    if problems:
+        raise ConfigError("The connector cannot start:\n" + "\n".join(f"- {p}" for p in problems))
 
 
 def configure_logging(app: Flask) -> None:

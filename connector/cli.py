@@ -34,8 +34,9 @@ def init_app(app: Flask) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker_command(burst: bool) -> None:
     """Run the RQ worker with its scheduler and the sweeper (graceful on SIGTERM)."""
-    from connector import worker
+    from connector import check_stores, worker
 
+    check_stores(current_app._get_current_object())
     worker.run(get_queue(), current_app.config["SWEEP_INTERVAL_SECONDS"], burst=burst)
 
 

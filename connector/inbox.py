@@ -10,12 +10,11 @@ from sqlalchemy.exc import IntegrityError
 
 from connector.extensions import db
 from connector.models import EventStatus, Store, WebhookEvent
+from connector.stores import DEFAULT_STORE, give_reference_prefix
 
 logger = logging.getLogger(__name__)
 
 MAX_EVENT_KEY = 200
-# The store of a delivery that names none (Stripe's at /webhooks/stripe): the environment's settings are its own.
-DEFAULT_STORE = "default"
 
 
 def stored_key(topic: str, event_key: str | None, body: bytes) -> str:
@@ -28,15 +27,16 @@ def stored_key(topic: str, event_key: str | None, body: bytes) -> str:
 
 
 def take_in(platform_name: str, store_ref: str, event_key: str | None, topic: str, body: bytes,
-            acted_on: bool, source: str = "webhook") -> tuple[WebhookEvent, bool]:
+            acted_on: bool, source: str = "webhook", store: Store | None = None) -> tuple[WebhookEvent, bool]:
     """Store one delivery and commit; returns the event and whether it was a duplicate (then the event is
     the one stored first). An event that cannot owe a document is stored as ignored.
 
+    `store`: the row of (platform, store_ref) when the caller has found it already.
     Raises SQLAlchemyError when the database is away (nothing is stored).
     """
     key = stored_key(topic, event_key, body)
     status = EventStatus.RECEIVED if acted_on else EventStatus.IGNORED
-    store = find_or_create_store(platform_name, store_ref or DEFAULT_STORE)
+    store = store or find_or_create_store(platform_name, store_ref or DEFAULT_STORE)
     event = WebhookEvent(store_id=store.id, platform=platform_name, event_key=key, topic=topic, body=body,
                          status=status, source=source)
     db.session.add(event)
@@ -62,8 +62,11 @@ def find_or_create_store(platform: str, domain: str) -> Store:
         return store
     try:
         with db.session.begin_nested():
-            store = Store(platform=platform, domain=domain)
+            store = Store(platform=platform, domain=domain, settings={})
             db.session.add(store)
+            db.session.flush()
+            # A further shop signing with the environment's secret shares its IX account with the first.
+            give_reference_prefix(store)
     except IntegrityError:
         # Two first deliveries of a store at once: the other one created it.
         store = db.session.scalar(query)

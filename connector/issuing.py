@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from redis.exceptions import RedisError
 
-from config.settings import parse_store_settings
 from connector.extensions import db, get_queue, redis_from_url
 from connector.invoicexpress import documents
 from connector.invoicexpress.client import Client, PermanentError, RetryableError
@@ -32,6 +31,7 @@ from connector.orders import Order, Refund
 from connector.plans import LISBON, Plan, Settings, email_body, plan_credit, plan_sale, sale_key
 from connector.platforms import PLATFORMS, title
 from connector.platforms.common import Change, LoadError, PlatformRefused, PlatformUnavailable
+from connector.stores import environment_account, resolve, settings_for
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,6 @@ CHRONOLOGY_REFUSAL = re.compile(r"earlier|anterior", re.IGNORECASE)
 
 
 # --- Reading documents' sources ----------------------------------------------------------------------------
-
-
-def settings_for(store: Store | None) -> Settings:
-    """The environment's issuing settings with the store's own over them."""
-    values = dict(current_app.config["ISSUING"])
-    if store is not None and store.settings:
-        own, problems = parse_store_settings(store.settings)
-        if problems:  # `flask stores set` refuses bad values; this guards values edited by hand
-            logger.warning("store %s has unreadable settings, using the defaults for them", store.id)
-        values.update(own)
-    return Settings(**values)
 
 
 def order_of(platform_name: str, payload: dict, store: str, settings: Settings) -> Order:
@@ -104,13 +93,19 @@ def source_of(document: Document, change: Change) -> dict:
         return json.loads(document.snapshot)
     event = document.event
     platform = PLATFORMS[event.platform]
-    source = platform.snapshot(change, json.loads(event.body), platform.api_client(current_app.config))
+    source = platform.snapshot(change, json.loads(event.body), platform_api(document.store))
     document.snapshot = json.dumps(source, ensure_ascii=False)
     what = f"Refund {change.refund_id}" if change.kind == "refund" else "The order"
     record(document, "snapshot", f"{what} read from {title(event.platform)}.")
     # Committed now: a later step's rollback (an IX retry) must not make the platform be asked again.
     db.session.commit()
     return source
+
+
+def platform_api(store: Store):
+    """The store's platform API client (its own credentials, or the environment's where they are its), or None."""
+    config = resolve(store)
+    return PLATFORMS[store.platform].api_client(config.api, config.name)
 
 
 def delete_draft(document: Document, client: Client) -> str:
@@ -145,22 +140,33 @@ def record(document: Document, kind: str, message: str, status_code: int | None 
 
 
 def init_invoicexpress(app: Flask) -> None:
-    """Register how jobs get an IX client (tests may put another factory in its place)."""
+    """Register how jobs get a store's IX client (tests may put another factory in its place)."""
     config = app.config
 
-    def make_client() -> Client:
+    def make_client(store: Store | None = None) -> Client:
+        account = resolve(store).invoicexpress if store is not None else environment_account(config)
+        if account is None:
+            raise NoInvoiceXpressAccount(store)
         # One budget per IX account, shared through Redis by every worker; its own connection with a
         # short socket timeout, so a Redis that hangs cannot hold an IX call up.
         limiter_redis = config.get("REDIS_CONNECTION") or redis_from_url(config["REDIS_URL"], socket_timeout=2)
-        limiter = RateLimiter(limiter_redis, account_key(config["INVOICEXPRESS_BASE_URL"]),
-                              per_minute=int(config["INVOICEXPRESS_REQUESTS_PER_MINUTE"]))
+        limiter = RateLimiter(limiter_redis, account.key, per_minute=account.requests_per_minute)
         return Client(
-            config["INVOICEXPRESS_BASE_URL"], config["INVOICEXPRESS_API_KEY"],
-            connect_timeout=config["INVOICEXPRESS_CONNECT_TIMEOUT"],
+            account.base_url, account.api_key, connect_timeout=config["INVOICEXPRESS_CONNECT_TIMEOUT"],
             read_timeout=config["INVOICEXPRESS_READ_TIMEOUT"], limiter=limiter,
         )
 
     app.extensions["invoicexpress"] = make_client
+
+
+class NoInvoiceXpressAccount(Exception):
+    """The store has no IX account of its own, and the environment names none."""
+
+    def __init__(self, store: Store | None) -> None:
+        name = store.domain if store is not None else "default"
+        super().__init__(f"No InvoiceXpress account is set for store {name}: give it one with `flask --app wsgi "
+                         f"stores set {name} invoicexpress_account=… invoicexpress_api_key=…`, or set "
+                         "INVOICEXPRESS_ACCOUNT and INVOICEXPRESS_API_KEY.")
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
@@ -243,6 +249,18 @@ def issue(document_id: int, client: Client, schedule_retry: Callable[[Document, 
         _release(document, "Interrupted by a worker shutdown; will resume.", 0)
         raise
     document.locked_until = None
+    db.session.commit()
+    return document.state
+
+
+def hold_open(document_id: int, reason: str) -> str | None:
+    """Hold an open document that cannot be worked on as things stand (its store reaches no IX account)."""
+    document = take_lease(document_id)
+    if document is None:
+        return None
+    document.attempts -= 1  # nothing was tried
+    document.locked_until = None
+    hold(document, [reason])
     db.session.commit()
     return document.state
 
@@ -460,17 +478,18 @@ def unknown_taxes(client: Client, plan: Plan) -> list[str]:
 
 
 def account_taxes(client: Client) -> dict[str, Decimal]:
-    """The IX account's taxes by name → rate, cached in Redis for an hour."""
+    """The IX account's taxes by name → rate, cached in Redis for an hour (each account its own)."""
     connection = get_queue().connection
+    cache_key = f"{TAXES_CACHE_KEY}:{account_key(client.base_url)}"
     try:
-        cached = connection.get(TAXES_CACHE_KEY)
+        cached = connection.get(cache_key)
         if cached:
             return {name: Decimal(rate) for name, rate in json.loads(cached).items()}
     except RedisError:
         pass
     taxes = {str(t["name"]): Decimal(str(t["value"])) for t in client.list_taxes() if t.get("name")}
     try:
-        connection.set(TAXES_CACHE_KEY, json.dumps({k: str(v) for k, v in taxes.items()}), ex=TAXES_CACHE_SECONDS)
+        connection.set(cache_key, json.dumps({k: str(v) for k, v in taxes.items()}), ex=TAXES_CACHE_SECONDS)
     except RedisError:
         pass
     return taxes

@@ -78,7 +78,13 @@ def process_event(event_id: int) -> None:
 def issue_document(document_id: int) -> str | None:
     """Job: issue, finalize and e-mail one document, resuming from its last recovery point."""
     try:
-        client = current_app.extensions["invoicexpress"]()
+        document = db.session.get(Document, document_id)
+        if document is None:
+            return None
+        try:
+            client = current_app.extensions["invoicexpress"](document.store)
+        except issuing.NoInvoiceXpressAccount as error:
+            return issuing.hold_open(document_id, str(error))
         return issuing.issue(document_id, client, schedule_retry=enqueue_document)
     finally:
         db.session.remove()

@@ -56,6 +56,9 @@ def _check_in(column: str, values: tuple[str, ...]) -> str:
 
 
 class Store(db.Model):
+    """One shop: its platform, its name (`domain`: the Shopify domain, the WooCommerce host, or a name chosen
+    for it), its own settings over the environment's, and its own secrets."""
+
     __tablename__ = "stores"
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -63,7 +66,10 @@ class Store(db.Model):
     domain: so.Mapped[str] = so.mapped_column(sa.String(255))
     # The store's own issuing settings (key → text), over the environment's; see config.settings.ISSUING.
     settings: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict)
+    # Its own secrets and API keys (name → value), one Fernet token under SECRET_KEY; see connector.stores.
+    secrets: so.Mapped[str | None] = so.mapped_column(sa.Text)
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    updated_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp, onupdate=utcnow)
 
     __table_args__ = (sa.UniqueConstraint("platform", "domain", name="uq_stores_platform_domain"),)
 

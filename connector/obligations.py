@@ -8,14 +8,22 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import current_app
 
 from connector.extensions import db
 from connector.inbox import take_in
 from connector.invoicexpress import documents
 from connector.invoicexpress.client import Client
-from connector.issuing import delete_draft, find_document, hold, order_of, record, settings_for, take_lease
-from connector.models import Document, DocumentState, EventStatus, WebhookEvent, utcnow
+from connector.issuing import (
+    delete_draft,
+    find_document,
+    hold,
+    order_of,
+    platform_api,
+    record,
+    settings_for,
+    take_lease,
+)
+from connector.models import Document, DocumentState, EventStatus, Store, WebhookEvent, utcnow
 from connector.orders import Order
 from connector.plans import Plan, Settings, credit_note_key, plan_sale, proprietary_uid, sale_key
 from connector.platforms import PLATFORMS, title
@@ -25,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 def process_event(event: WebhookEvent, enqueue: Callable[[Document], None],
-                  client_factory: Callable[[], Client] | None = None) -> Document | None:
+                  client_factory: Callable[[Store], Client] | None = None) -> Document | None:
     """Turn a stored event into the document rows its changes owe (each once), or record why there is none.
 
     Returns the first document the event owes (new or found), if any.
@@ -172,7 +180,7 @@ def _look_up(event: WebhookEvent, change: Change, enqueue, client_factory) -> st
     """What only the platform's API lists (a Stripe charge's refunds), each taken into the inbox as an event of
     its own and processed now. Returns what was found, for the event's note."""
     platform = PLATFORMS[event.platform]
-    found = platform.look_up(change, json.loads(event.body), platform.api_client(current_app.config))
+    found = platform.look_up(change, json.loads(event.body), platform_api(event.store))
     new = []
     for polled in found:
         taken, duplicate = take_in(event.platform, event.store.domain, polled.event_key, polled.topic, polled.body,
@@ -237,7 +245,7 @@ def _cancel(event: WebhookEvent, change: Change, order: Order | None, client_fac
     document = claimed
     # A draft has no fiscal value: delete it rather than finalize it (a failed or held document
     # may have one at IX too).
-    status = delete_draft(document, client_factory()) if document.ix_id else None
+    status = delete_draft(document, client_factory(event.store)) if document.ix_id else None
     if status in (None, "deleted"):
         document.state, document.locked_until = DocumentState.CANCELED, None
         # Its reason replaces the failure or hold it had, so that the lists say why it is cancelled.

@@ -41,6 +41,7 @@ class Settings:
     default_vat_rate: Decimal = Decimal(23)  # Stripe: the rate of sessions without Stripe's taxes
     payment_intent_line: str | None = None  # Stripe: a payment outside Checkout's one-line description
     payment_intent_vat_rate: Decimal | None = None  # that line's rate (None: default_vat_rate)
+    reference_prefix: str | None = None  # before order names and customer codes at IX (stores sharing one)
 
     @property
     def tax_rates(self) -> dict[str, Decimal]:
@@ -133,7 +134,8 @@ def plan_sale(order: Order, settings: Settings, today: date | None = None, unpai
     issue_date = today or datetime.now(LISBON).date()
     exemption = next(iter(exemptions), None)
     document = schemas.Document(
-        date=issue_date, due_date=issue_date, reference=order.name, client=_client(order, tax_id),
+        date=issue_date, due_date=issue_date, reference=_prefixed(settings, order.name),
+        client=_client(order, tax_id, settings.reference_prefix),
         items=tuple(items), tax_exemption=exemption,
         currency_code=None if order.currency == "EUR" else order.currency,
         rate=None if exchange_rate is None else str(exchange_rate), sequence_id=settings.sequence_id,
@@ -271,7 +273,11 @@ def _fit_total(body: dict, paid: Decimal, currency: str, settings: Settings, pla
                             "the customer paid.")
 
 
-def _client(order: Order, tax_id: fiscal.TaxId | None) -> schemas.Client:
+def _prefixed(settings: Settings, text: str, longest: int = 100) -> str:
+    return f"{settings.reference_prefix or ''}{text}"[:longest]
+
+
+def _client(order: Order, tax_id: fiscal.TaxId | None, prefix: str | None = None) -> schemas.Client:
     customer = order.customer
     address = customer.address
     country = IX_COUNTRY_NAMES.get(address.country_code.upper())
@@ -288,7 +294,8 @@ def _client(order: Order, tax_id: fiscal.TaxId | None) -> schemas.Client:
         # One IX client per tax number: IX will not change the number of a client that has documents.
         code = f"NIF-{tax_id.number}"
     elif name:
-        code = customer.key
+        # A store's own customer numbers and e-mails: another store on the account has its own clients.
+        code = f"{prefix or ''}{customer.key}"
     else:
         name = code = CONSUMER
     return schemas.Client(
@@ -391,7 +398,7 @@ def plan_credit_note(refund, sale: Order, settings: Settings, left_to_credit: De
     issue_date = today or datetime.now(LISBON).date()
     client = sale_invoice["client"]
     document = schemas.Document(
-        date=issue_date, due_date=issue_date, reference=f"{sale.name} R{refund.refund_id}"[:100],
+        date=issue_date, due_date=issue_date, reference=_prefixed(settings, f"{sale.name} R{refund.refund_id}"),
         client=schemas.Client(**client), items=tuple(items), tax_exemption=exemption,
         observations=f"Devolução da encomenda {sale.name}",
         currency_code=sale_invoice.get("currency_code"), rate=sale_invoice.get("rate"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
@@ -21,6 +21,7 @@ from connector.models import Document, Store, Watermark, as_utc, utcnow
 from connector.plans import sale_key
 from connector.platforms import PLATFORMS
 from connector.platforms.common import PlatformRefused, PlatformUnavailable
+from connector.stores import UnreadableSecrets, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +76,6 @@ def poller(platform: str) -> ModuleType | None:
         raise  # a dependency of an existing poll module is missing: that is a bug to see
 
 
-def store_config(store: Store) -> Mapping[str, Any]:
-    """The settings a store's platform API is reached with: the environment's, the store's own values over them."""
-    config = dict(current_app.config)
-    own = {key.upper(): value for key, value in (store.settings or {}).items() if isinstance(value, str) and value}
-    config.update(own)
-    return config
-
-
 def pollable_stores() -> list[Pollable]:
     """Every store whose platform can poll and whose settings hold API credentials for it.
 
@@ -99,7 +92,16 @@ def pollable_stores() -> list[Pollable]:
         if configured:
             _store_named(platform, configured)
         for store in db.session.scalars(sa.select(Store).where(Store.platform == platform).order_by(Store.id)):
-            client = module.api(store_config(store), store.domain)
+            try:
+                config = resolve(store)
+            except UnreadableSecrets as error:
+                logger.error("reconcile skips a store: %s", error)
+                continue
+            if not config.own_api and configured not in (None, store.domain):
+                # The environment's credentials are one shop's: polling them for another row of it (a second
+                # URL of the site, a named Stripe store) would take the same orders in twice.
+                continue
+            client = module.api(config.api, store.domain)
             if client is not None:
                 found.append(Pollable(store, module, client))
     return found

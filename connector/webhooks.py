@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,10 +11,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector import jobs
 from connector.extensions import db
-from connector.inbox import DEFAULT_STORE, find_or_create_store, take_in
+from connector.inbox import find_or_create_store, take_in
 from connector.models import EventStatus
 from connector.platforms import PLATFORMS
 from connector.platforms.common import PING
+from connector.stores import DEFAULT_STORE, STORE_NAME, UnreadableSecrets, find_store, webhook_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +29,11 @@ def answer(status: int, outcome: str, **extra):
     return jsonify(status=outcome, **extra), status
 
 
-# A store named in a webhook's URL: what `stores` commands and the admin pages call it.
-STORE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
-
-
 @bp.post("/webhooks/<platform_name>")
 @bp.post("/webhooks/<platform_name>/<store_name>")
 def receive(platform_name: str, store_name: str | None = None):
-    secrets = current_app.config["WEBHOOK_SECRETS"].get(platform_name)
     platform = PLATFORMS.get(platform_name)
-    if platform is None or not secrets:
+    if platform is None:
         return answer(404, "unknown platform")
     if store_name is not None and not STORE_NAME.fullmatch(store_name):
         return answer(404, "unknown store", error="a store's name is lower-case letters, digits, '.', '_' or '-'")
@@ -51,22 +46,39 @@ def receive(platform_name: str, store_name: str | None = None):
     if delivery == PING:
         # A platform checking the URL is alive (WooCommerce, when a webhook is created): unsigned, stored nowhere.
         return answer(200, "ping")
-    if not platform.verify(body, request.headers, secrets):
-        logger.warning("webhook refused: bad signature platform=%s", platform_name)
-        return answer(401, "invalid signature")
-    payload, problem = read_json(body)
-    if problem:
-        return answer(400, "unreadable body", error=problem)
 
     # The store the URL names; else the one the delivery names (Shopify's shop domain, WooCommerce's site);
     # else (Stripe names none) the default store.
     topic = delivery.topic
-    domain = store_name or delivery.store or DEFAULT_STORE
-    for name, value, longest in (("topic", topic, 100), ("shop domain", domain, 255)):
-        if len(value) > longest or not value.isprintable():
-            return answer(400, "unreadable headers", error=f"the {name} header is not a {name}")
+    name = store_name or delivery.store or DEFAULT_STORE
+    readable = {what: len(value) <= longest and value.isprintable()
+                for what, value, longest in (("topic", topic, 100), ("shop domain", name, 255))}
     try:
-        event, duplicate = take_in(platform_name, domain, delivery.event_key, topic, body, delivery.acted_on)
+        store = find_store(platform_name, name) if readable["shop domain"] else None
+        # A store of its own is verified with its own secrets only; any other with the environment's.
+        secrets = webhook_secrets(store, platform_name)
+    except SQLAlchemyError:
+        db.session.rollback()
+        logger.exception("webhook not stored: database unavailable platform=%s", platform_name)
+        return answer(503, "database unavailable")
+    except UnreadableSecrets:
+        logger.error("webhook not stored: the store's secrets cannot be read with SECRET_KEY platform=%s store=%s",
+                     platform_name, name)
+        return answer(503, "store unavailable")
+    if not secrets:
+        return answer(404, "unknown store")
+    if not platform.verify(body, request.headers, secrets):
+        logger.warning("webhook refused: bad signature platform=%s store=%s", platform_name, name)
+        return answer(401, "invalid signature")
+    for what, fine in readable.items():
+        if not fine:
+            return answer(400, "unreadable headers", error=f"the {what} header is not a {what}")
+    payload, problem = read_json(body)
+    if problem:
+        return answer(400, "unreadable body", error=problem)
+    try:
+        event, duplicate = take_in(platform_name, name, delivery.event_key, topic, body, delivery.acted_on,
+                                   store=store)
     except SQLAlchemyError:
         db.session.rollback()
         logger.exception("webhook not stored: database unavailable platform=%s", platform_name)

@@ -244,8 +244,8 @@ def cancel_while_finalizing(app, post_order, queue, body: bytes) -> list[int]:
     real_factory = app.extensions["invoicexpress"]
     arrived = []
 
-    def factory():
-        client = real_factory()
+    def factory(store=None):
+        client = real_factory(store)
         change_state = client.change_state
 
         def change_state_with_cancellation(doc_type, document_id, state, message=None):

@@ -454,7 +454,7 @@ def test_validly_signed_deliveries_of_any_body_get_200_or_a_clear_400(fuzz_app, 
 # --- 3. signed objects that are not (quite) orders: stored, then planned without a crash ---------------
 
 
-def no_invoicexpress():
+def no_invoicexpress(store=None):
     raise AssertionError("the event job only plans: it must not make an InvoiceXpress client")
 
 

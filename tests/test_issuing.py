@@ -213,6 +213,11 @@ def test_an_unexpected_error_frees_the_document_and_the_sweeper_retries_it_after
     real_factory = app.extensions["invoicexpress"]
 
     class Broken:
+        base_url = "https://acme.app.invoicexpress.com"
+
+        def __init__(self, store=None):
+            pass
+
         def list_taxes(self):
             return real_factory().list_taxes()
 
@@ -375,6 +380,11 @@ def test_failed_jobs_of_recovered_work_leave_the_failed_registry(app, sandbox, p
     real_factory = app.extensions["invoicexpress"]
 
     class Broken:
+        base_url = "https://acme.app.invoicexpress.com"
+
+        def __init__(self, store=None):
+            pass
+
         def list_taxes(self):
             raise RuntimeError("boom")
 

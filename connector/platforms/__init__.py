@@ -50,8 +50,9 @@ class Platform(Protocol):
     # Optional, for a platform whose events may name changes only its API lists ("lookup" changes):
     # `look_up(change, payload, api) -> list[polling.Polled]`, each taken into the inbox as its own event.
 
-    def api_client(self, config: Mapping[str, Any]) -> Any:
-        """The platform API client `snapshot` uses, from the app's settings; None when there is none.
+    def api_client(self, config: Mapping[str, Any], store: str) -> Any:
+        """The platform API client `snapshot` uses for `store`, from its settings (`stores.resolve(...).api`:
+        its own credentials, or the environment's where they are its); None when there are none.
 
         Not `api`: that name is each package's API client module (`<platform>/api.py`)."""
 

@@ -24,12 +24,6 @@ class Polled:
     acted_on: bool = True
 
 
-def configured_client(poll: Any, config: Any) -> Any:
-    """The API client of the store a platform's settings name (`poll.configured_store`), or None."""
-    store = poll.configured_store(config)
-    return poll.api(config, store) if store else None
-
-
 def compact_json(payload: Any) -> bytes:
     """The payload as the compact JSON bytes a webhook would carry."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

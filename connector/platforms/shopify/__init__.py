@@ -87,7 +87,7 @@ def unwrap(payload: Mapping) -> Mapping:
     return payload
 
 
-def api_client(config: Mapping[str, Any]) -> None:
+def api_client(config: Mapping[str, Any], store: str) -> None:
     """Shopify's refunds come whole in their webhooks: `snapshot` needs no API client."""
     return None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connector.platforms.polling import configured_client
 from connector.platforms.stripe import poll as polling
 from connector.platforms.stripe.api import StripeAPI
 from connector.platforms.stripe.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
@@ -25,9 +24,9 @@ from connector.platforms.stripe.webhook import (
 PAID_TOPIC = SESSION_COMPLETED
 
 
-def api_client(config: Mapping[str, Any]) -> StripeAPI | None:
+def api_client(config: Mapping[str, Any], store: str) -> StripeAPI | None:
     """The Stripe API client the worker reads sessions' lines and charges' refunds with (None without a key)."""
-    return configured_client(polling, config)
+    return polling.api(config, store)
 
 
 def unwrap(payload: Mapping) -> Mapping:

@@ -30,12 +30,12 @@ def configured_store(config: Mapping[str, Any]) -> str | None:
 
 
 def api(config: Mapping[str, Any], store: str) -> StripeAPI | None:
-    """The API client for `store`, or None when the settings hold no key for it.
+    """The API client of the settings' key, or None when they hold none.
 
-    The environment's key is the default store's: a named store (`/webhooks/stripe/<name>`) is another
-    Stripe account, and polling it with the default key would take the first account's events in as its.
+    Which store's key it is is `connector.stores`'s to decide: the environment's is the default store's, and a
+    named store (`/webhooks/stripe/<name>`, another Stripe account) is polled with its own key or not at all.
     """
-    if store != configured_store(config):
+    if configured_store(config) is None:
         return None
     return StripeAPI(
         config["STRIPE_API_KEY"], config.get("STRIPE_API_BASE_URL") or DEFAULT_BASE_URL,

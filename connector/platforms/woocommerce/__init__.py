@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connector.platforms.polling import configured_client
 from connector.platforms.woocommerce import poll as polling
 from connector.platforms.woocommerce.orders import DEFAULT_TAX_ID_KEYS, changes, to_order
 from connector.platforms.woocommerce.orders import PLATFORM as TITLE
@@ -25,9 +24,9 @@ from connector.platforms.woocommerce.webhook import (
 PAID_TOPIC = UPDATED_TOPIC
 
 
-def api_client(config: Mapping[str, Any]):
+def api_client(config: Mapping[str, Any], store: str):
     """The REST client of the site the settings' credentials name (refunds' lines are read with it), or None."""
-    return configured_client(polling, config)
+    return polling.api(config, store)
 
 
 def unwrap(payload: Mapping) -> Mapping:

@@ -31,12 +31,12 @@ def configured_store(config: Mapping[str, Any]) -> str | None:
 
 
 def api(config: Mapping[str, Any], store: str) -> WooCommerceAPI | None:
-    """The REST client for `store`, or None when the settings hold no complete credentials for that site.
+    """The REST client of the site the settings' credentials name, or None when they are not complete.
 
-    The credentials name one site: a store row of another host (a second shop, a mistyped source
-    header) is not polled with them, else its inbox would take in the first shop's orders.
+    Which store's credentials these are is `connector.stores`'s to decide: the environment's name one site, and
+    a store row of another host (a second shop, a mistyped source header) is never given them.
     """
-    if configured_store(config) != store:
+    if configured_store(config) is None:
         return None
     return WooCommerceAPI(
         config["WOOCOMMERCE_URL"], config["WOOCOMMERCE_CONSUMER_KEY"], config["WOOCOMMERCE_CONSUMER_SECRET"],

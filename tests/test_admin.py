@@ -42,7 +42,7 @@ def admin(app):
 def no_ix(app):
     """An IX client factory that fails the test if anything tries to reach InvoiceXpress."""
 
-    def factory():
+    def factory(store=None):
         raise AssertionError("InvoiceXpress must not be called")
 
     app.extensions["invoicexpress"] = factory

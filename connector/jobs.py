@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
-from connector import issuing, obligations
+from connector import issuing, logs, obligations
 from connector.extensions import db, get_queue
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent
 
@@ -69,8 +69,9 @@ def process_event(event_id: int) -> None:
     try:
         event = db.session.get(WebhookEvent, event_id)
         if event is not None:
-            obligations.process_event(event, enqueue=enqueue_document,
-                                    client_factory=current_app.extensions["invoicexpress"])
+            with logs.for_store(event.platform, event.store.domain):
+                obligations.process_event(event, enqueue=enqueue_document,
+                                          client_factory=current_app.extensions["invoicexpress"])
     finally:
         db.session.remove()
 
@@ -81,11 +82,12 @@ def issue_document(document_id: int) -> str | None:
         document = db.session.get(Document, document_id)
         if document is None:
             return None
-        try:
-            client = current_app.extensions["invoicexpress"](document.store)
-        except issuing.NoInvoiceXpressAccount as error:
-            return issuing.hold_open(document_id, str(error))
-        return issuing.issue(document_id, client, schedule_retry=enqueue_document)
+        with logs.for_store(document.store.platform, document.store.domain):
+            try:
+                client = current_app.extensions["invoicexpress"](document.store)
+            except issuing.NoInvoiceXpressAccount as error:
+                return issuing.hold_open(document_id, str(error))
+            return issuing.issue(document_id, client, schedule_retry=enqueue_document)
     finally:
         db.session.remove()
 

@@ -15,7 +15,7 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
-from connector import jobs
+from connector import jobs, logs
 from connector.extensions import db
 from connector.models import Document, Store, Watermark, as_utc, utcnow
 from connector.plans import sale_key
@@ -231,7 +231,8 @@ def run_due(now: datetime | None = None) -> list[dict]:
 def _guarded_pass(target: Pollable, since: datetime | None = None, now: datetime | None = None) -> PassResult:
     """`run_pass`, with anything unforeseen recorded on the store rather than ending the other stores' passes."""
     try:
-        return run_pass(target, since=since, now=now)
+        with logs.for_store(target.store.platform, target.store.domain):
+            return run_pass(target, since=since, now=now)
     except Exception as error:  # noqa: BLE001 - one store's trouble must not stop the others
         db.session.rollback()
         # The type only: a database error's text carries the statement's parameters, i.e. the order.

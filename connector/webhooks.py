@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from connector import jobs
+from connector import jobs, logs
 from connector.extensions import db
 from connector.inbox import find_or_create_store, take_in
 from connector.models import EventStatus
@@ -53,6 +53,13 @@ def receive(platform_name: str, store_name: str | None = None):
     name = store_name or delivery.store or DEFAULT_STORE
     readable = {what: len(value) <= longest and value.isprintable()
                 for what, value, longest in (("topic", topic, 100), ("shop domain", name, 255))}
+    with logs.for_store(platform_name, name if readable["shop domain"] else "(unreadable)"):
+        return _take_in(platform, name, readable, body, delivery)
+
+
+def _take_in(platform, name: str, readable: dict[str, bool], body: bytes, delivery):
+    """Find the delivery's store, verify it with that store's secrets, store it and queue it."""
+    platform_name, topic = platform.NAME, delivery.topic
     try:
         store = find_store(platform_name, name) if readable["shop domain"] else None
         # A store of its own is verified with its own secrets only; any other with the environment's.
@@ -62,13 +69,12 @@ def receive(platform_name: str, store_name: str | None = None):
         logger.exception("webhook not stored: database unavailable platform=%s", platform_name)
         return answer(503, "database unavailable")
     except UnreadableSecrets:
-        logger.error("webhook not stored: the store's secrets cannot be read with SECRET_KEY platform=%s store=%s",
-                     platform_name, name)
+        logger.error("webhook not stored: the store's secrets cannot be read with SECRET_KEY")
         return answer(503, "store unavailable")
     if not secrets:
         return answer(404, "unknown store")
     if not platform.verify(body, request.headers, secrets):
-        logger.warning("webhook refused: bad signature platform=%s store=%s", platform_name, name)
+        logger.warning("webhook refused: bad signature platform=%s", platform_name)
         return answer(401, "invalid signature")
     for what, fine in readable.items():
         if not fine:

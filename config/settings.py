@@ -349,6 +349,10 @@ def store_problems(platform: str, values: Mapping[str, str]) -> list[str]:
     for group in own_groups - {"invoicexpress", platform}:
         problems.append(f"{', '.join(n for n in CONNECTION_GROUPS[group] if values.get(n))} is for a {group} "
                         f"store, and this one is a {platform} store")
+    if platform == "stripe" and values.get("stripe_webhook_secret") and not values.get("stripe_api_key"):
+        # Its sessions' lines are read with its own key: another Stripe account's would find none of them.
+        problems.append("stripe_webhook_secret is set: set stripe_api_key too (the same Stripe account's "
+                        "restricted key)")
     if "invoicexpress" in own_groups:
         invoicexpress_account(values, problems, of_store=True)
         _at_least_one(values.get("invoicexpress_requests_per_minute"), "invoicexpress_requests_per_minute",

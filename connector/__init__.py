@@ -40,8 +40,11 @@ def check_stores(app: Flask) -> None:
     """Refuse to start when a store cannot be served (its secrets unreadable, no IX account, nothing enabled)."""
     from connector.stores import startup_problems
 
+    from connector.extensions import db
+
     with app.app_context():
         problems = startup_problems()
+        db.engine.dispose()  # no connection of the check's outlives it (a server may fork after)
     if problems:
         raise ConfigError("The connector cannot start:\n" + "\n".join(f"- {p}" for p in problems))
 

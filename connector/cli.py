@@ -34,9 +34,13 @@ def init_app(app: Flask) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker_command(burst: bool) -> None:
     """Run the RQ worker with its scheduler and the sweeper (graceful on SIGTERM)."""
+    from config.settings import ConfigError
     from connector import check_stores, worker
 
-    check_stores(current_app._get_current_object())
+    try:
+        check_stores(current_app._get_current_object())
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     worker.run(get_queue(), current_app.config["SWEEP_INTERVAL_SECONDS"], burst=burst)
 
 

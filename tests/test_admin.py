@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from html import unescape
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -528,3 +531,167 @@ def test_a_failed_pass_shows_its_error_on_the_stores_page(woo_admin, woocommerce
     assert error and "500" in error
     assert f'<td class="reason alert">{escape(error)}</td>' in store_row
     assert WOO_KEY not in store_row and WOO_SECRET not in store_row
+
+
+# --- One store at a time ---------------------------------------------------------------------------------
+
+
+def two_stores() -> tuple[Store, Store]:
+    """Two stores of the same name on different platforms: only their ids tell them apart."""
+    acme = Store(platform="shopify", domain="acme")
+    other = Store(platform="stripe", domain="acme")
+    db.session.add_all([acme, other])
+    db.session.commit()
+    return acme, other
+
+
+def document_of(store: Store, state: str, number: int, **fields) -> Document:
+    event = WebhookEvent(store=store, platform=store.platform, event_key=f"evt-{number}", topic="orders/paid",
+                         body=b"{}", status=fields.pop("event_status", EventStatus.PROCESSED))
+    document = Document(store=store, event=event, source_key=f"order:{number}:receipt",
+                        doc_type="invoice_receipts", order_ref=f"#{1000 + number}", state=state,
+                        proprietary_uid=f"uid-{number}", total="10.00", currency="EUR", **fields)
+    db.session.add(document)
+    db.session.commit()
+    return document
+
+
+def test_the_documents_list_shows_one_store_when_asked(admin, client):
+    acme, other = two_stores()
+    document_of(acme, DocumentState.DONE, 1)
+    document_of(acme, DocumentState.HELD, 2, last_error="Needs a tax name.")
+    document_of(other, DocumentState.HELD, 3, last_error="Needs a tax name.")
+
+    everything = client.get("/admin/", headers=AUTH).get_data(as_text=True)
+    only_acme = client.get(f"/admin/?store={acme.id}", headers=AUTH).get_data(as_text=True)
+    acme_held = client.get(f"/admin/?store={acme.id}&state=held", headers=AUTH).get_data(as_text=True)
+
+    assert len(rows(everything)) == 3
+    assert "acme (shopify)" in everything and "acme (stripe)" in everything  # each row's store
+    assert f'href="/admin/?store={other.id}"' in everything  # a row's store is one click from its list
+    assert [("#1002" in row, "#1001" in row) for row in rows(only_acme)] == [(True, False), (False, True)]
+    assert "#1003" not in only_acme
+    assert "<h1>Documents · acme (shopify)</h1>" in only_acme  # which store it shows
+    assert "<th>store</th>" not in only_acme
+    assert "all 2" in only_acme and "held 1" in only_acme and "done 1" in only_acme  # this store's counts
+    assert f"state=held&amp;store={acme.id}" in only_acme  # the state links keep the store
+    [row] = rows(acme_held)
+    assert "#1002" in row
+    assert 'href="/admin/?state=held"' in acme_held  # back to every store's held documents
+
+
+def test_the_events_list_shows_one_store_when_asked(admin, client):
+    acme, other = two_stores()
+    make_event("webhook", 1, topic="orders/paid", store=acme)
+    make_event("poll", 2, topic="orders/updated", store=acme)
+    make_event("poll", 3, topic="checkout.session.completed", store=other)
+
+    everything = client.get("/admin/events", headers=AUTH).get_data(as_text=True)
+    only_acme = client.get(f"/admin/events?store={acme.id}", headers=AUTH).get_data(as_text=True)
+    acme_found = client.get(f"/admin/events?store={acme.id}&source=poll", headers=AUTH).get_data(as_text=True)
+
+    assert len(rows(everything)) == 3 and f'href="/admin/events?store={other.id}"' in everything
+    assert len(rows(only_acme)) == 2 and "checkout.session.completed" not in only_acme
+    assert "all 2" in only_acme and f"{FOUND} 1" in only_acme
+    assert f"source=poll&amp;store={acme.id}" in only_acme
+    [row] = rows(acme_found)
+    assert "orders/updated" in row
+
+
+def test_the_store_filter_keeps_its_pages(admin, client):
+    acme, other = two_stores()
+    for number in range(1, 52):
+        document_of(acme, DocumentState.HELD, number)
+    document_of(other, DocumentState.HELD, 99)
+
+    first = client.get(f"/admin/?store={acme.id}&state=held", headers=AUTH).get_data(as_text=True)
+    second = client.get(f"/admin/?store={acme.id}&state=held&page=2", headers=AUTH).get_data(as_text=True)
+    events = client.get(f"/admin/events?store={acme.id}", headers=AUTH).get_data(as_text=True)
+
+    assert len(rows(first)) == 50 and "page 1 of 2 · 51 in all" in first
+    assert f'href="/admin/?page=2&amp;state=held&amp;store={acme.id}"' in first
+    [row] = rows(second)
+    assert "#1001<" in row and "#1099" not in second
+    assert f'href="/admin/events?page=2&amp;store={acme.id}"' in events
+
+
+@pytest.mark.parametrize("value", ["999", "acme", "-1", "0", "99999999999999999999", "<b>x</b>"])
+def test_an_unknown_store_shows_an_empty_list_saying_so(admin, client, value):
+    acme, _ = two_stores()
+    document_of(acme, DocumentState.HELD, 1)
+
+    for url in ("/admin/", "/admin/events"):
+        answer = client.get(url, query_string={"store": value}, headers=AUTH)
+        page = answer.get_data(as_text=True)
+
+        assert answer.status_code == 404
+        assert "No such store" in page
+        assert rows(page) == [] and "#1001" not in page
+        assert "<b>x</b>" not in page
+        assert f'href="{url}"' in page  # the way back to every store's list
+
+
+def test_the_stores_page_counts_each_stores_documents_and_events(admin, client):
+    acme, other = two_stores()
+    document_of(acme, DocumentState.DONE, 1)
+    document_of(acme, DocumentState.DONE, 2)
+    document_of(acme, DocumentState.PENDING, 3)
+    document_of(acme, DocumentState.EMAILED, 4)
+    document_of(acme, DocumentState.HELD, 5)
+    document_of(other, DocumentState.FAILED, 6, event_status=EventStatus.FAILED)
+    make_event("poll", 7, store=other)
+
+    acme_row, other_row = rows(client.get("/admin/stores", headers=AUTH).get_data(as_text=True))
+
+    def links(row: str) -> set[tuple]:
+        """Each link in the row: (what it shows, the page, its filters)."""
+        found = set()
+        for href, text in re.findall(r'<a[^>]* href="([^"]+)">([^<]*)</a>', row):
+            parts = urlsplit(unescape(href))
+            found.add((text, parts.path, *sorted(parse_qsl(parts.query))))
+        return found
+
+    acme_id, other_id = str(acme.id), str(other.id)
+    assert links(acme_row) == {
+        ("acme", "/admin/", ("store", acme_id)),  # the store's name leads to its documents
+        ("5", "/admin/", ("store", acme_id)),
+        ("2", "/admin/", ("state", "done"), ("store", acme_id)),
+        ("2", "/admin/", ("state", "open"), ("store", acme_id)),  # pending and e-mailed: still moving
+        ("1", "/admin/", ("state", "held"), ("store", acme_id)),
+        ("5", "/admin/events", ("store", acme_id)),
+    }
+    assert links(other_row) == {
+        ("acme", "/admin/", ("store", other_id)),
+        ("1", "/admin/", ("store", other_id)),
+        ("1", "/admin/", ("state", "failed"), ("store", other_id)),
+        ("2", "/admin/events", ("store", other_id)),
+        ("1", "/admin/events", ("status", "failed"), ("store", other_id)),
+        ("1", "/admin/events", ("source", "poll"), ("store", other_id)),
+    }
+    in_progress = client.get(f"/admin/?store={acme.id}&state=open", headers=AUTH).get_data(as_text=True)
+    assert [("#1004" in row, "#1003" in row) for row in rows(in_progress)] == [(True, False), (False, True)]
+    assert "Documents · acme (shopify) · in progress" in in_progress
+
+
+def test_the_stores_page_asks_the_same_queries_however_many_stores(admin, client):
+    def statements() -> int:
+        seen = []
+
+        def count(*args) -> None:
+            seen.append(args[2])
+
+        sa.event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            assert client.get("/admin/stores", headers=AUTH).status_code == 200
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", count)
+        return len(seen)
+
+    acme, other = two_stores()
+    document_of(acme, DocumentState.DONE, 1)
+    document_of(other, DocumentState.HELD, 2)
+    with_two = statements()
+    for number in range(3, 7):
+        document_of(Store(platform="woocommerce", domain=f"shop{number}.example"), DocumentState.DONE, number)
+
+    assert statements() == with_two

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,11 @@ NEEDS_A_PERSON = RETRYABLE
 # How an event reached the inbox (`WebhookEvent.source`), in the words these pages use. An event found by
 # reconciliation is one no webhook brought: usually the shop's webhook was disabled or failed.
 ARRIVALS = {"webhook": "webhook", "poll": "found by reconciliation"}
+# `?state=open`: the states a worker still has to move forward, one link for an operator.
+OPEN = "open"
+STATE_FILTERS = (*DocumentState.ALL, OPEN)
+# A store id beyond this cannot exist, and would overflow the database's integer before it could say so.
+MAX_ID = 2**31 - 1
 
 
 @dataclass
@@ -72,6 +78,38 @@ def choice(name: str, allowed: tuple[str, ...]) -> str | None:
     return value
 
 
+@dataclass
+class StoreFilter:
+    """What `?store=<store id>` asked for: nothing (`value` None), a store, or one that does not exist."""
+
+    value: str | None
+    store: Store | None
+
+    @property
+    def unknown(self) -> bool:
+        return self.value is not None and self.store is None
+
+    @property
+    def args(self) -> dict[str, int]:
+        """The filter as URL arguments, for links that must keep it."""
+        return {"store": self.store.id} if self.store else {}
+
+
+def store_filter() -> StoreFilter:
+    """The store the list is filtered to, by id: a name may repeat across platforms, an id never does."""
+    value = request.args.get("store") or None
+    if value is None:
+        return StoreFilter(None, None)
+    number = int(value) if value.isascii() and value.isdigit() else 0
+    return StoreFilter(value, db.session.get(Store, number) if 0 < number <= MAX_ID else None)
+
+
+def state_condition(state: str | None) -> list:
+    if state is None:
+        return []
+    return [Document.state.in_(DocumentState.OPEN)] if state == OPEN else [Document.state == state]
+
+
 def when(value: datetime | None) -> str:
     """A timestamp in the shop's time (Lisbon), with its zone name."""
     if value is None:
@@ -95,7 +133,12 @@ def back_to(default: str) -> str:
 @bp.context_processor
 def helpers() -> dict[str, Any]:
     return {"when": when, "web_link": web_link, "needs_a_person": NEEDS_A_PERSON, "retryable": RETRYABLE,
-            "arrival": arrival}
+            "arrival": arrival, "state_name": state_name}
+
+
+def state_name(state: str | None) -> str | None:
+    """A documents filter as the pages say it."""
+    return "in progress" if state == OPEN else state
 
 
 def arrival(source: str | None) -> str:
@@ -105,14 +148,28 @@ def arrival(source: str | None) -> str:
 
 @bp.get("/")
 def documents():
-    state = choice("state", DocumentState.ALL)
-    counts = dict(db.session.execute(sa.select(Document.state, sa.func.count()).group_by(Document.state)).all())
-    query = sa.select(Document).options(so.joinedload(Document.store)).order_by(Document.id.desc())
-    if state:
-        query = query.where(Document.state == state)
-    total = counts.get(state, 0) if state else sum(counts.values())
+    state = choice("state", STATE_FILTERS)
+    chosen = store_filter()
+    if chosen.unknown:
+        return _no_such_store("admin/documents.html", chosen, state=state, states=DocumentState.ALL)
+    by_store = [Document.store_id == chosen.store.id] if chosen.store else []
+    counts = dict(db.session.execute(
+        sa.select(Document.state, sa.func.count()).where(*by_store).group_by(Document.state)).all())
+    query = (sa.select(Document).options(so.joinedload(Document.store))
+             .where(*by_store, *state_condition(state)).order_by(Document.id.desc()))
+    if state == OPEN:
+        total = sum(counts.get(name, 0) for name in DocumentState.OPEN)
+    else:
+        total = counts.get(state, 0) if state else sum(counts.values())
     return render_template("admin/documents.html", page=paginate(query, total), state=state, counts=counts,
-                           states=DocumentState.ALL, all_count=sum(counts.values()))
+                           states=DocumentState.ALL, all_count=sum(counts.values()), chosen=chosen)
+
+
+def _no_such_store(template: str, chosen: StoreFilter, **context):
+    """The list, empty, saying the store asked for does not exist (a stale bookmark, a mistyped id)."""
+    empty = Page(1, 1, 0, [])
+    return render_template(template, page=empty, counts={}, all_count=0, found_count=0, chosen=chosen,
+                           **context), 404
 
 
 @bp.get("/documents/<int:document_id>")
@@ -155,22 +212,26 @@ def retry(document_id: int):
 def events():
     status = choice("status", EventStatus.ALL)
     source = choice("source", tuple(ARRIVALS))
+    chosen = store_filter()
+    if chosen.unknown:
+        return _no_such_store("admin/events.html", chosen, status=status, source=source, statuses=EventStatus.ALL)
+    by_store = [WebhookEvent.store_id == chosen.store.id] if chosen.store else []
     filters = [WebhookEvent.status == status] if status else []
     counts = dict(db.session.execute(
-        sa.select(WebhookEvent.status, sa.func.count()).where(*_source_filter(source))
+        sa.select(WebhookEvent.status, sa.func.count()).where(*by_store, *_source_filter(source))
         .group_by(WebhookEvent.status)).all())
     found = db.session.scalar(sa.select(sa.func.count()).select_from(WebhookEvent)
-                              .where(WebhookEvent.source == "poll", *filters))
+                              .where(WebhookEvent.source == "poll", *by_store, *filters))
     query = (
         sa.select(WebhookEvent, sa.func.length(WebhookEvent.body).label("size"))
         .options(so.defer(WebhookEvent.body, raiseload=True), so.joinedload(WebhookEvent.store))
-        .where(*filters, *_source_filter(source))
+        .where(*by_store, *filters, *_source_filter(source))
         .order_by(WebhookEvent.id.desc())
     )
     total = counts.get(status, 0) if status else sum(counts.values())
     return render_template("admin/events.html", page=paginate(query, total, scalars=False), status=status,
                            source=source, counts=counts, statuses=EventStatus.ALL, all_count=sum(counts.values()),
-                           found_count=found)
+                           found_count=found, chosen=chosen)
 
 
 def _source_filter(source: str | None) -> list:
@@ -179,10 +240,25 @@ def _source_filter(source: str | None) -> list:
 
 @bp.get("/stores")
 def stores():
-    """Every store, with how far reconciliation has read its platform and what its last pass found."""
-    found = dict(db.session.execute(
-        sa.select(WebhookEvent.store_id, sa.func.count()).where(WebhookEvent.source == "poll")
-        .group_by(WebhookEvent.store_id)).all())
+    """Every store: its documents and events by state, how far reconciliation has read its platform and what its
+    last pass found."""
+    # One grouped query each, however many stores there are.
+    documents: defaultdict[int, Counter] = defaultdict(Counter)
+    for store_id, state, count in db.session.execute(
+            sa.select(Document.store_id, Document.state, sa.func.count())
+            .group_by(Document.store_id, Document.state)):
+        documents[store_id][state] += count
+        documents[store_id]["all"] += count
+        if state in DocumentState.OPEN:
+            documents[store_id][OPEN] += count
+    events: defaultdict[int, Counter] = defaultdict(Counter)
+    for store_id, status, source, count in db.session.execute(
+            sa.select(WebhookEvent.store_id, WebhookEvent.status, WebhookEvent.source, sa.func.count())
+            .group_by(WebhookEvent.store_id, WebhookEvent.status, WebhookEvent.source)):
+        events[store_id][status] += count
+        events[store_id]["all"] += count
+        if source == "poll":
+            events[store_id]["poll"] += count
     rows = db.session.execute(
         sa.select(Store, Watermark).outerjoin(Watermark, Watermark.store_id == Store.id).order_by(Store.id)).all()
-    return render_template("admin/stores.html", rows=rows, found=found)
+    return render_template("admin/stores.html", rows=rows, documents=documents, events=events)

@@ -131,6 +131,9 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "SHOPIFY_API_BASE_URL": shopify_api_base,
         "RECONCILE_INTERVAL_SECONDS": number("RECONCILE_INTERVAL_SECONDS", 600, 1),
         "LOG_LEVEL": _log_level(env, problems),
+        "LOG_FORMAT": _log_format(env, problems),
+        "METRICS_TOKEN": _metrics_token(env, problems),  # unset: /metrics answers 404
+        "SENTRY_DSN": _sentry_dsn(env, problems),  # unset: no error reports leave the process
         "ADMIN_PASSWORD": admin_password,
     }
     if problems:
@@ -172,7 +175,8 @@ def planning_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     database, Redis, secret or IX account. Raises ConfigError naming every problem in those."""
     problems: list[str] = []
     env = {key: value.strip() for key, value in environ.items()}
-    config = {"ISSUING": _issuing(env, problems), "LOG_LEVEL": _log_level(env, problems)}
+    config = {"ISSUING": _issuing(env, problems), "LOG_LEVEL": _log_level(env, problems),
+              "LOG_FORMAT": _log_format(env, problems)}
     if problems:
         raise ConfigError("The connector cannot plan documents:\n" + "\n".join(f"- {p}" for p in problems))
     return config
@@ -187,6 +191,28 @@ def _log_level(env: Mapping[str, str], problems: list[str]) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+def _log_format(env: Mapping[str, str], problems: list[str]) -> str:
+    log_format = (env.get("LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        problems.append("LOG_FORMAT must be text or json")
+    return log_format
+
+
+def _metrics_token(env: Mapping[str, str], problems: list[str]) -> str | None:
+    token = env.get("METRICS_TOKEN") or None
+    if token is not None and (len(token) < 16 or not token.isprintable() or " " in token):
+        # The value itself stays out of the message: it is a secret.
+        problems.append("METRICS_TOKEN must be at least 16 characters, without spaces")
+    return token
+
+
+def _sentry_dsn(env: Mapping[str, str], problems: list[str]) -> str | None:
+    dsn = env.get("SENTRY_DSN") or None
+    if dsn is not None and (urlsplit(dsn).scheme not in ("http", "https") or not urlsplit(dsn).username):
+        problems.append("SENTRY_DSN must be the DSN Sentry shows, https://KEY@HOST/PROJECT")
+    return dsn
 
 
 def _lower_list(raw: str, name: str, problems: list[str]) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_extensions(app)
     register_blueprints(app)
     register_commands(app)
+    register_observability(app)
     if click.get_current_context(silent=True) is None:
         check_stores(app)  # the web server; the worker checks when its command starts
     return app
@@ -52,7 +53,7 @@ def check_stores(app: Flask) -> None:
 def configure_logging(app: Flask) -> None:
     from connector.logs import configure
 
-    configure(app.config["LOG_LEVEL"])
+    configure(app.config["LOG_LEVEL"], app.config.get("LOG_FORMAT", "text"))
 
 
 def register_extensions(app: Flask) -> None:
@@ -78,6 +79,14 @@ def register_commands(app: Flask) -> None:
     from connector import cli
 
     cli.init_app(app)
+
+
+def register_observability(app: Flask) -> None:
+    """/metrics and its counters; error reports to Sentry (web and worker) when SENTRY_DSN is set."""
+    from connector import error_reports, metrics
+
+    metrics.init_app(app)
+    error_reports.init_app(app)
 
 
 def create_planning_app(error: ConfigError, environ: Mapping[str, str]) -> Flask:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s%(store_tag)s %(message)s"
 
@@ -33,15 +35,44 @@ class StoreTag(logging.Filter):
         return True
 
 
-def configure(level: str) -> None:
-    """Send the connector's (and RQ's) log lines to stdout at `level`."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (time, level, logger, message, and store inside one), for log add-ons that
+    index fields rather than parse text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        # StoreTag has run by now (it is the handler's filter); outside a handler, the context says.
+        tag = getattr(record, "store_tag", None)
+        store = tag.removeprefix(" store=") if tag is not None else _store.get()
+        if store:
+            entry["store"] = store
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def formatter(log_format: str = "text") -> logging.Formatter:
+    """The formatter for LOG_FORMAT: `text` (FORMAT) or `json` (JsonFormatter)."""
+    return JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
+
+
+def configure(level: str, log_format: str = "text") -> None:
+    """Send the connector's (and RQ's) log lines to stdout at `level`, as text or as JSON lines."""
     root = logging.getLogger()
-    if not any(getattr(h, "_connector", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_connector", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(FORMAT))
         handler.addFilter(StoreTag())
         handler._connector = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    handler.setFormatter(formatter(log_format))
     root.setLevel(level)
     # urllib3 logs full URLs at DEBUG, and IX's API key travels in the query string.
     logging.getLogger("urllib3").setLevel(logging.WARNING)

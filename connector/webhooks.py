@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from connector import jobs, logs
+from connector import jobs, logs, metrics
 from connector.extensions import db
 from connector.inbox import find_or_create_store, take_in
 from connector.models import EventStatus
@@ -23,6 +23,13 @@ bp = Blueprint("webhooks", __name__)
 
 # An order nests about 6 levels; anything far deeper is not an order.
 MAX_JSON_DEPTH = 32
+
+
+@bp.after_request
+def count_answer(response):
+    # Counted from the answer itself, so every way out of the view is counted and the view stays as it is.
+    metrics.count_webhook((request.view_args or {}).get("platform_name"), response)
+    return response
 
 
 def answer(status: int, outcome: str, **extra):

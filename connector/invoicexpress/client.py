@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -33,6 +33,9 @@ _API_KEY_PARAM = re.compile(r"(api_key(?:=|%3D))[^&\s'\"<>]*", re.IGNORECASE)
 # Rails renders some validation errors as an [attribute, message] pair rather than a sentence.
 _ATTRIBUTE = re.compile(r"^[a-z][a-z0-9_.\[\]]*$")
 _MAX_MESSAGE_CHARS = 500
+# Told of every request sent: (method, seconds, HTTP status or None when no answer came). connector.metrics
+# listens here, so this module stays free of Redis and Flask; a listener never raises.
+OBSERVERS: list[Callable[[str, float, int | None], None]] = []
 
 
 class InvoiceXpressError(Exception):
@@ -243,6 +246,8 @@ class Client:
         finally:
             elapsed_ms = (time.monotonic() - started) * 1000
             logger.info("IX %s %s -> %s in %.0f ms", method, path, outcome, elapsed_ms)
+            for observe in OBSERVERS:
+                observe(method, elapsed_ms / 1000, int(outcome) if outcome.isdigit() else None)
         if error is not None:
             raise error
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import requests
 
@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a page of large orders fits many times over
 _MAX_DETAIL_CHARS = 200
+# Told of every request sent: (platform, seconds, HTTP status or None when no answer came). connector.metrics
+# listens here, so this module stays free of Redis and Flask; a listener never raises.
+OBSERVERS: list[Callable[[str, float, int | None], None]] = []
 
 
 class RestClient:
@@ -71,6 +74,8 @@ class RestClient:
         finally:
             elapsed_ms = (time.monotonic() - started) * 1000
             logger.info("%s GET %s -> %s in %.0f ms", self.platform, path, outcome, elapsed_ms)
+            for observe in OBSERVERS:
+                observe(self.platform, elapsed_ms / 1000, int(outcome) if outcome.isdigit() else None)
         if error is not None:
             raise error
 

@@ -39,9 +39,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
 
 def check_stores(app: Flask) -> None:
     """Refuse to start when a store cannot be served (its secrets unreadable, no IX account, nothing enabled)."""
-    from connector.stores import startup_problems
-
     from connector.extensions import db
+    from connector.stores import startup_problems
 
     with app.app_context():
         problems = startup_problems()

@@ -225,7 +225,8 @@ def _invoicexpress(values: Mapping[str, str], config: Mapping[str, Any]) -> Invo
     base_url, api_key = invoicexpress_account(values, [], of_store=True)
     if not base_url or not api_key:  # `stores set` refuses this; a row edited by hand reaches no account
         return None
-    per_minute = values.get("invoicexpress_requests_per_minute") or config["INVOICEXPRESS_REQUESTS_PER_MINUTE"]
+    # Another account, another plan: what the store leaves out is the built-in default, not the environment's.
+    per_minute = values.get("invoicexpress_requests_per_minute") or InvoiceXpressAccount.requests_per_minute
     return InvoiceXpressAccount(base_url, api_key, int(float(per_minute)))
 
 

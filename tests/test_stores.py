@@ -301,6 +301,21 @@ def test_the_ix_clients_of_two_accounts_share_no_rate_limit(app, accounts):
     assert keys[ALPHA] == KEY_PREFIX + account_key(alpha_ix.url)
 
 
+
+def test_a_store_of_its_own_account_takes_the_built_in_rate_not_the_environments(app, accounts):
+    alpha_ix, beta_ix = accounts
+    app.config["INVOICEXPRESS_REQUESTS_PER_MINUTE"] = 60  # the environment's account is on a small plan
+    alpha = add_shop(ALPHA, ALPHA_SECRET, alpha_ix, ALPHA_IX_KEY)
+    beta = add_store("shopify", BETA, {"invoicexpress_base_url": beta_ix.url,
+                                       "invoicexpress_requests_per_minute": "120"},
+                     shopify_webhook_secret=BETA_SECRET, invoicexpress_api_key=BETA_IX_KEY)
+    gamma = add_store("shopify", "gamma.myshopify.com")  # the environment's shop, on its account
+    make_client = app.extensions["invoicexpress"]
+
+    per_minute = {store.domain: make_client(store)._limiter.per_minute for store in (alpha, beta, gamma)}
+
+    assert per_minute == {ALPHA: 600, BETA: 120, "gamma.myshopify.com": 60}
+
 # --- 4. Reference prefixes ----------------------------------------------------------------------------
 
 

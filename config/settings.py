@@ -96,6 +96,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     admin_password = env.get("ADMIN_PASSWORD") or None  # unset: the /admin pages are off
     if admin_password is not None and len(admin_password) < 12:
         problems.append("ADMIN_PASSWORD must be at least 12 characters")
+    alerts = _alerts(env, problems, number)
 
     issuing = _issuing(env, problems)
 
@@ -135,6 +136,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         "METRICS_TOKEN": _metrics_token(env, problems),  # unset: /metrics answers 404
         "SENTRY_DSN": _sentry_dsn(env, problems),  # unset: no error reports leave the process
         "ADMIN_PASSWORD": admin_password,
+        **alerts,
     }
     if problems:
         raise ConfigError("The connector cannot start:\n" + "\n".join(f"- {p}" for p in problems))
@@ -265,6 +267,44 @@ def _vat_rate(raw: str, name: str, problems: list[str]) -> Decimal | None:
 
 def split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _alerts(env: Mapping[str, str], problems: list[str], number) -> dict[str, Any]:
+    """Where alerts go (ALERT_EMAIL through SMTP_URL, ALERT_WEBHOOK_URL) and when a problem is one."""
+    emails = tuple(split(env.get("ALERT_EMAIL", "")))
+    if any("@" not in address for address in emails):
+        problems.append("ALERT_EMAIL must be e-mail addresses, comma-separated")
+    smtp_url = env.get("SMTP_URL") or None
+    if smtp_url is not None:
+        parts = urlsplit(smtp_url)
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            parts = urlsplit("")
+        # The URL itself stays out of the messages: it holds the mail account's password.
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            problems.append("SMTP_URL must be smtp://user:password@host:port (smtps:// for TLS)")
+    if emails and smtp_url is None:
+        problems.append("ALERT_EMAIL is set: set SMTP_URL too (smtp://user:password@host:port)")
+    sender = env.get("ALERT_EMAIL_FROM") or (emails[0] if emails else None)
+    webhook_url = env.get("ALERT_WEBHOOK_URL") or None
+    if webhook_url is not None and urlsplit(webhook_url).scheme not in ("http", "https"):
+        problems.append("ALERT_WEBHOOK_URL must be an http(s) URL")
+    # The hour (Lisbon) from which each day's digest goes out; "off": no digest.
+    digest_off = env.get("ALERT_DIGEST_HOUR", "").lower() == "off"
+    digest_hour = 8 if digest_off else number("ALERT_DIGEST_HOUR", 8, 0)
+    if digest_hour >= 24 or digest_hour != int(digest_hour):
+        problems.append("ALERT_DIGEST_HOUR must be an hour of the day, 0 to 23 (Lisbon time), or off")
+        digest_hour = 8
+    return {
+        "ALERT_EMAIL": emails,
+        "ALERT_EMAIL_FROM": sender,
+        "SMTP_URL": smtp_url,
+        "ALERT_WEBHOOK_URL": webhook_url,
+        "ALERT_OPEN_AFTER_MINUTES": number("ALERT_OPEN_AFTER_MINUTES", 60, 1),
+        "ALERT_QUEUE_DEPTH": int(number("ALERT_QUEUE_DEPTH", 500, 1)),
+        "ALERT_DIGEST_HOUR": None if digest_off else int(digest_hour),
+    }
 
 
 def _database_url(url: str, problems: list[str]) -> str:

@@ -166,6 +166,54 @@ class Watermark(db.Model):
     reached: so.Mapped[datetime] = so.mapped_column(Timestamp)
     last_run_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     last_found: so.Mapped[int] = so.mapped_column(default=0)  # events the last pass added to the inbox
+    # Orders among them that no webhook had brought: above 0, the shop's webhook is probably disabled.
+    last_missed: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     store: so.Mapped[Store] = so.relationship()
+
+
+class Alert(db.Model):
+    """One problem told to the operator (or one store's daily digest), sent once, by e-mail and/or webhook.
+
+    Unique on (kind, key, occurrence): a problem has one row until it is resolved, and a second worker or a
+    restart that sees it again finds that row instead of making another; a recurrence after it was resolved is
+    the next occurrence. Sending is claimed with a lease (`sending_until`), so two workers never both send and a
+    worker killed while sending leaves it to the next one.
+    """
+
+    __tablename__ = "alerts"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(40))  # held, failed, open, ix_key, missed, queue, digest
+    key: so.Mapped[str] = so.mapped_column(sa.String(255))  # what it is about: document:12, store:3, queue:…
+    occurrence: so.Mapped[int] = so.mapped_column(default=1)
+    store_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("stores.id"))
+    document_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("documents.id"))
+    subject: so.Mapped[str] = so.mapped_column(sa.String(255))
+    text: so.Mapped[str] = so.mapped_column(sa.Text)
+    opened_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    resolved_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)  # its problem is gone
+    sending_until: so.Mapped[datetime | None] = so.mapped_column(Timestamp)  # a worker is sending it
+    emailed_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    posted_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)  # to ALERT_WEBHOOK_URL
+    sent_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)  # by every channel configured
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)  # why the last sending failed
+
+    store: so.Mapped[Store | None] = so.relationship()
+    document: so.Mapped[Document | None] = so.relationship()
+
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "key", "occurrence", name="uq_alerts_kind_key_occurrence"),
+        sa.Index("ix_alerts_unsent", "sent_at", "resolved_at"),
+    )
+
+    @property
+    def state(self) -> str:
+        """Where it stands, for the operator's pages: resolved, sent (still a problem), failing, waiting."""
+        if self.resolved_at is not None:
+            return "resolved"
+        if self.sent_at is not None:
+            return "sent"
+        return "failing" if self.last_error else "waiting"

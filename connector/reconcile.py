@@ -190,6 +190,7 @@ def record(store: Store, result: PassResult, now: datetime) -> None:
     mark.reached = result.watermark
     mark.last_run_at = now
     mark.last_found = result.new
+    mark.last_missed = result.missed  # above 0, an alert says the shop's webhook is probably disabled
     mark.last_error = result.error
     db.session.commit()
 

@@ -1,4 +1,4 @@
-"""The RQ worker `flask worker` runs: Heroku-friendly, with its scheduler, the sweeper and reconciliation."""
+"""The RQ worker `flask worker` runs: Heroku-friendly, with its scheduler, sweeper, reconciliation and alerts."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ RECONCILE_JOB_ID = "reconcile"
 # By name: the worker parent only enqueues, and need not import what the work-horse runs.
 RECONCILE_JOB = "connector.reconcile.run_due"
 RECONCILE_JOB_TIMEOUT = 1800  # a store's first pass may page through a busy day of orders
+ALERTS_JOB_ID = "alerts"
+ALERTS_JOB = "connector.alerts.run"
+ALERTS_JOB_TIMEOUT = 900  # a batch of alerts, each with its SMTP and webhook timeouts
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -41,8 +44,8 @@ class StopRequest:
 
 
 class ConnectorWorker(HerokuWorker):
-    """An RQ worker that queues the sweeper and reconciliation on its maintenance beat, and takes no job once
-    told to stop.
+    """An RQ worker that queues the sweeper, reconciliation and alerts on its maintenance beat, and takes no job
+    once told to stop.
 
     The sweeper has to run even after Redis lost every job and schedule it held, so it is driven by
     the long-lived worker process rather than by a job that re-schedules itself. The worker parent
@@ -74,6 +77,7 @@ class ConnectorWorker(HerokuWorker):
         super().run_maintenance_tasks()
         queue_sweep(self.queues[0])
         queue_reconcile(self.queues[0])
+        queue_alerts(self.queues[0])
 
 
 def queue_sweep(queue) -> None:
@@ -95,6 +99,17 @@ def queue_reconcile(queue) -> None:
         queue.enqueue(RECONCILE_JOB, job_id=RECONCILE_JOB_ID, job_timeout=RECONCILE_JOB_TIMEOUT, result_ttl=60)
     except RedisError:
         logger.warning("reconciliation not queued: Redis unavailable")
+
+
+def queue_alerts(queue) -> None:
+    """Queue a round of alerts unless one is already waiting or running (the round is safe to run twice: each
+    alert is sent once whatever the number of workers)."""
+    if jobs.job_status(ALERTS_JOB_ID, queue.connection) in (JobStatus.QUEUED, JobStatus.STARTED):
+        return
+    try:
+        queue.enqueue(ALERTS_JOB, job_id=ALERTS_JOB_ID, job_timeout=ALERTS_JOB_TIMEOUT, result_ttl=60)
+    except RedisError:
+        logger.warning("alerts not queued: Redis unavailable")
 
 
 def run(queue, sweep_interval: float, burst: bool = False, max_pause: float = 30.0) -> None:

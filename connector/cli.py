@@ -7,19 +7,16 @@ import sys
 from decimal import Decimal
 
 import click
-import sqlalchemy as sa
 from flask import Flask, current_app
 
-from config.settings import ISSUING, parse_store_settings
 from connector import issuing, jobs, reconcile
-from connector.extensions import db, get_queue
-from connector.inbox import find_or_create_store
+from connector.extensions import get_queue
 from connector.invoicexpress.client import encode_json
-from connector.models import Store
 from connector.orders import Order
 from connector.plans import Plan, plan_credit, plan_sale
 from connector.platforms import PLATFORMS
 from connector.platforms.common import LoadError, PlatformRefused
+from connector.stores_commands import stores_command
 
 
 def init_app(app: Flask) -> None:
@@ -206,49 +203,3 @@ def _json_value(value):
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"cannot show {type(value).__name__}")
-
-
-@click.group("stores")
-def stores_command() -> None:
-    """See and change each store's own issuing settings (over the environment's)."""
-
-
-@stores_command.command("list")
-def stores_list() -> None:
-    """Every store the connector has heard from, with its own settings."""
-    for store in db.session.scalars(sa.select(Store).order_by(Store.id)):
-        click.echo(json.dumps({"platform": store.platform, "store": store.domain, "settings": store.settings}))
-
-
-@stores_command.command("set")
-@click.argument("domain")
-@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
-@click.option("--platform", default="shopify", show_default=True)
-def stores_set(domain: str, pairs: tuple[str, ...], platform: str) -> None:
-    """Set store settings, e.g. `flask stores set shop.myshopify.com document_type=invoice`."""
-    values = dict(pair.partition("=")[::2] for pair in pairs)
-    _, problems = parse_store_settings(values)
-    if problems:
-        raise click.ClickException("; ".join(problems))
-    store = find_or_create_store(platform, domain.lower())
-    store.settings = {**store.settings, **values}
-    db.session.commit()
-    click.echo(json.dumps({"store": store.domain, "settings": store.settings}))
-
-
-@stores_command.command("unset")
-@click.argument("domain")
-@click.argument("keys", nargs=-1, required=True)
-@click.option("--platform", default="shopify", show_default=True)
-def stores_unset(domain: str, keys: tuple[str, ...], platform: str) -> None:
-    """Go back to the environment's value for these settings."""
-    unknown = [key for key in keys if key not in ISSUING]
-    if unknown:
-        raise click.ClickException(f"{', '.join(unknown)} is not a store setting (one of: {', '.join(ISSUING)})")
-    # Never created here: a mistyped name would otherwise become a store of its own.
-    store = db.session.scalar(sa.select(Store).where(Store.platform == platform, Store.domain == domain.lower()))
-    if store is None:
-        raise click.ClickException(f"no {platform} store {domain.lower()} (`stores list` shows them)")
-    store.settings = {k: v for k, v in store.settings.items() if k not in keys}
-    db.session.commit()
-    click.echo(json.dumps({"store": store.domain, "settings": store.settings}))

@@ -1,4 +1,5 @@
-"""The operator's commands `sweep`, `stores list` and `stores unset`: what they print and what they change."""
+"""The operator's commands `sweep`, `stores list` and `stores unset`: what they print and what they change
+(the other `stores` commands: tests/test_stores_commands.py)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,16 @@ def test_stores_list_shows_each_store_once_with_its_own_settings_and_no_secret(a
 
     result = run(app, "stores", "list")
 
-    assert lines(result) == [
-        {"platform": "shopify", "store": STORE, "settings": {}},
+    shown = [{key: row[key] for key in ("platform", "store", "settings", "secrets", "webhook_secret",
+                                        "invoicexpress")} for row in lines(result)]
+    assert shown == [
+        {"platform": "shopify", "store": STORE, "settings": {}, "secrets": {}, "webhook_secret": "environment",
+         "invoicexpress": "environment"},
         {"platform": "shopify", "store": "other.myshopify.com",
-         "settings": {"document_type": "invoice", "invalid_tax_id": "hold"}},
+         # The second store on the environment's IX account: its references there are its own.
+         "settings": {"document_type": "invoice", "invalid_tax_id": "hold", "reference_prefix": "OTHER-"},
+         "secrets": {},
+         "webhook_secret": "environment", "invoicexpress": "environment"},
     ]
     assert SHOPIFY_SECRET not in result.output and API_KEY not in result.output
 
@@ -65,7 +72,10 @@ def test_stores_unset_goes_back_to_the_environments_value(app, sandbox, post_ord
 
     result = run(app, "stores", "unset", STORE, "document_type")
 
-    assert lines(result) == [{"store": STORE, "settings": {"invalid_tax_id": "hold"}}]
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["settings"] == {"invalid_tax_id": "hold"}
+    assert shown["issuing"]["document_type"] == {"value": "invoice_receipt", "from": "environment"}
     post_order(fixture_body("paid_b2c_tax_included.json"))
     drain(queue)
     [document] = sandbox.documents()
@@ -87,5 +97,4 @@ def test_stores_unset_of_something_that_is_not_a_setting_fails_and_changes_nothi
 
     assert result.exit_code != 0
     assert "colour is not a store setting" in result.output
-    assert lines(run(app, "stores", "list")) == [
-        {"platform": "shopify", "store": STORE, "settings": {"document_type": "invoice"}}]
+    assert [row["settings"] for row in lines(run(app, "stores", "list"))] == [{"document_type": "invoice"}]

@@ -189,6 +189,13 @@ class Client:
             raise RetryableError("IX answered the tax list without a list of taxes", 200)
         return payload["taxes"]
 
+    def list_sequences(self) -> list[dict]:
+        """GET /sequences.json: the account's series, each with its own id and one id per document type."""
+        payload = self._request("GET", "/sequences.json")
+        if not isinstance(payload, dict) or not isinstance(payload.get("sequences"), list):
+            raise RetryableError("IX answered the sequence list without a list of sequences", 200)
+        return payload["sequences"]
+
     def _document(self, doc_type: str, payload: object) -> dict:
         document = _unwrap(doc_type, payload)
         if document is None:

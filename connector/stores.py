@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 # The store of a delivery that names none (Stripe's at /webhooks/stripe): the environment's settings are its own.
 DEFAULT_STORE = "default"
 # A store's name, as `stores` commands, webhook URLs and the admin pages write it.
-STORE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+# A WooCommerce site on another port is named with it, as its webhooks' source header gives it ("shop:8443").
+STORE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}(:[0-9]{1,5})?")
 # Fernet wants 32 random bytes; SECRET_KEY is any long text, stretched to a key per value.
 KEY_CONTEXT = b"connector: stores' secrets"
 
@@ -124,6 +125,7 @@ def startup_problems() -> list[str]:
             config = resolve(store)
         except UnreadableSecrets as error:
             problems.append(str(error))
+            receiving = True  # it has secrets of its own: what is wrong is the key, said just above
             continue
         receiving |= config.own_webhook_secrets
         if config.own_webhook_secrets and config.invoicexpress is None:

@@ -395,7 +395,8 @@ def _store_name(name: str) -> str:
     name = name.strip().lower()
     if not STORE_NAME.fullmatch(name):
         raise click.ClickException(f"{name!r} is not a store name: letters, digits, dots, dashes and underscores, "
-                                   "starting with a letter or a digit")
+                                   "starting with a letter or a digit, and may end in :PORT (a WooCommerce site "
+                                   "on another port)")
     return name
 
 

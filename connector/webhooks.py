@@ -43,7 +43,8 @@ def receive(platform_name: str, store_name: str | None = None):
     if platform is None:
         return answer(404, "unknown platform")
     if store_name is not None and not STORE_NAME.fullmatch(store_name):
-        return answer(404, "unknown store", error="a store's name is lower-case letters, digits, '.', '_' or '-'")
+        return answer(404, "unknown store",
+                      error="a store's name is lower-case letters, digits, '.', '_' or '-', and may end in :PORT")
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     try:
         body = read_body(limit)

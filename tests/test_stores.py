@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import click
 import pytest
 import requests
 import responses
@@ -122,6 +123,20 @@ def test_a_woocommerce_delivery_goes_to_the_store_of_its_source_host(client):
     assert events() == [("woocommerce", "shop-b.example.pt")]
 
 
+def test_a_woocommerce_site_on_another_port_is_a_store_named_with_its_port(client):
+    secret = "shop-c-own-woocommerce-secret"
+    add_store("woocommerce", "shop-c.example.pt:8443", woocommerce_webhook_secret=secret)
+    body = json.dumps(woo_order()).encode()
+    headers = woo_headers(body, secret=secret, source="https://shop-c.example.pt:8443/")
+
+    by_header = client.post("/webhooks/woocommerce", data=body, headers=headers)
+    by_url = client.post("/webhooks/woocommerce/shop-c.example.pt:8443", data=body, headers=headers)
+
+    assert (by_header.status_code, by_url.status_code) == (200, 200)
+    assert by_url.json["status"] == "duplicate"
+    assert events() == [("woocommerce", "shop-c.example.pt:8443")]
+
+
 def test_the_url_names_the_store_on_any_platform(client):
     add_shop(ALPHA, ALPHA_SECRET)
     add_shop(BETA, BETA_SECRET)
@@ -224,6 +239,22 @@ def test_with_a_wrong_key_the_store_answers_503_and_the_connector_refuses_to_sta
     with pytest.raises(ConfigError, match=re.escape(BETA)) as refused:
         create_app(environ=settings(DATABASE_URL=f"sqlite:///{tmp_path / 'connector.db'}", SECRET_KEY=SECRET_KEY))
     assert BETA_SECRET not in str(refused.value) and SECRET_KEY not in str(refused.value)
+
+
+def test_stores_whose_secrets_the_key_cannot_read_are_the_only_start_up_problem(redis, tmp_path):
+    # No platform secret in the environment: the stores' own are what receive, and the key is what is wrong.
+    database = f"sqlite:///{tmp_path / 'stores.db'}"
+    environ = settings(DATABASE_URL=database, SECRET_KEY=SECRET_KEY, SHOPIFY_WEBHOOK_SECRET="")
+    with click.Context(click.Command("flask")):
+        app = create_app(overrides={"REDIS_CONNECTION": redis}, environ=environ)
+    with tables_of(app):
+        db.session.add(Store(platform="shopify", domain=BETA, settings={},
+                             secrets=stores.encrypt({"shopify_webhook_secret": BETA_SECRET},
+                                                    stores.keyring([OTHER_KEY]))))
+        db.session.commit()
+
+        [problem] = stores.startup_problems()
+    assert BETA in problem and "cannot be read with SECRET_KEY" in problem
 
 
 # --- 3. Each store its own IX account -----------------------------------------------------------------

@@ -177,12 +177,16 @@ def wait_for(condition, until: float, what: str, describe=lambda: "", check=lamb
     return value
 
 
+IX_CALL_LINE = re.compile(r"connector\.invoicexpress\.client( store=\S+)? IX ")
+
+
 def issuing_now(log: str, ix_called: bool = False) -> bool:
     """Whether a worker's log ends inside a document's job (and past its first IX call, if asked)."""
     begun = log.rfind(": connector: connector.jobs.")
     over = max(log.rfind(marker) for marker in ("Job OK", "Successfully completed", "unhandled exception"))
     in_job = begun > over and log.startswith("connector.jobs.issue_document(", begun + 13)
-    return in_job and (not ix_called or "connector.invoicexpress.client IX " in log[begun:])
+    # The IX client's line names the document's store before its message ("… client store=shopify:… IX …").
+    return in_job and (not ix_called or IX_CALL_LINE.search(log, begun) is not None)
 
 
 def by_reference(documents: list[dict]) -> dict[str, list[dict]]:

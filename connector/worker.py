@@ -82,34 +82,29 @@ class ConnectorWorker(HerokuWorker):
 
 def queue_sweep(queue) -> None:
     """Queue a sweep unless one is already waiting or running."""
-    if jobs.job_status(SWEEP_JOB_ID, queue.connection) in (JobStatus.QUEUED, JobStatus.STARTED):
-        return
-    try:
-        queue.enqueue(jobs.sweep, job_id=SWEEP_JOB_ID, job_timeout=jobs.JOB_TIMEOUT, result_ttl=60)
-    except RedisError:
-        logger.warning("sweep not queued: Redis unavailable")
+    _queue_once(queue, jobs.sweep, SWEEP_JOB_ID, jobs.JOB_TIMEOUT, "sweep")
 
 
 def queue_reconcile(queue) -> None:
     """Queue a reconciliation round unless one is already waiting or running; the round itself passes over
     only the stores whose last pass is older than RECONCILE_INTERVAL_SECONDS."""
-    if jobs.job_status(RECONCILE_JOB_ID, queue.connection) in (JobStatus.QUEUED, JobStatus.STARTED):
-        return
-    try:
-        queue.enqueue(RECONCILE_JOB, job_id=RECONCILE_JOB_ID, job_timeout=RECONCILE_JOB_TIMEOUT, result_ttl=60)
-    except RedisError:
-        logger.warning("reconciliation not queued: Redis unavailable")
+    _queue_once(queue, RECONCILE_JOB, RECONCILE_JOB_ID, RECONCILE_JOB_TIMEOUT, "reconciliation")
 
 
 def queue_alerts(queue) -> None:
     """Queue a round of alerts unless one is already waiting or running (the round is safe to run twice: each
     alert is sent once whatever the number of workers)."""
-    if jobs.job_status(ALERTS_JOB_ID, queue.connection) in (JobStatus.QUEUED, JobStatus.STARTED):
+    _queue_once(queue, ALERTS_JOB, ALERTS_JOB_ID, ALERTS_JOB_TIMEOUT, "alerts")
+
+
+def _queue_once(queue, job, job_id: str, timeout: int, what: str) -> None:
+    """Queue a maintenance job under its fixed id, unless it is waiting or running already."""
+    if jobs.job_status(job_id, queue.connection) in (JobStatus.QUEUED, JobStatus.STARTED):
         return
     try:
-        queue.enqueue(ALERTS_JOB, job_id=ALERTS_JOB_ID, job_timeout=ALERTS_JOB_TIMEOUT, result_ttl=60)
+        queue.enqueue(job, job_id=job_id, job_timeout=timeout, result_ttl=60)
     except RedisError:
-        logger.warning("alerts not queued: Redis unavailable")
+        logger.warning("%s not queued: Redis unavailable", what)
 
 
 def run(queue, sweep_interval: float, burst: bool = False, max_pause: float = 30.0) -> None:

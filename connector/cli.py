@@ -9,7 +9,7 @@ from decimal import Decimal
 import click
 from flask import Flask, current_app
 
-from connector import issuing, jobs, reconcile
+from connector import issuing, jobs, operator_commands, reconcile
 from connector.extensions import get_queue
 from connector.invoicexpress.client import encode_json
 from connector.orders import Order
@@ -25,6 +25,9 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(sweep_command)
     app.cli.add_command(stores_command)
     app.cli.add_command(reconcile.reconcile_command)
+    app.cli.add_command(operator_commands.status_command)
+    app.cli.add_command(operator_commands.replay_command)
+    app.cli.add_command(operator_commands.backfill_command)
 
 
 @click.command("worker")

@@ -13,6 +13,7 @@ from rq.registry import FailedJobRegistry
 
 from connector import issuing, logs, obligations
 from connector.extensions import db, get_queue
+from connector.invoicexpress.client import InvoiceXpressError
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -133,3 +134,40 @@ def clear_recovered_failures() -> int:
             registry.remove(job_id, delete_job=True)
             cleared += 1
     return cleared
+
+
+def email_job_id(document_id: int) -> str:
+    return f"email-{document_id}-{uuid.uuid4().hex[:12]}"
+
+
+def resend_email(document_id: int) -> str | None:
+    """Job: e-mail a finished document to its customer again (an operator asked), saying so in its timeline.
+
+    Not retried: a failure is in the timeline and the operator may ask again; a second e-mail is harmless.
+    """
+    try:
+        document = db.session.get(Document, document_id)
+        if document is None or document.ix_id is None:
+            return None
+        with logs.for_store(document.store.platform, document.store.domain):
+            email = issuing.email_for(document)
+            if not email:
+                issuing.record(document, "email", "Not e-mailed again: the order has no e-mail address.")
+                db.session.commit()
+                return "no address"
+            try:
+                client = current_app.extensions["invoicexpress"](document.store)
+                client.email_document(document.doc_type, document.ix_id, email)
+            except (InvoiceXpressError, issuing.NoInvoiceXpressAccount) as error:
+                db.session.rollback()
+                status = getattr(error, "status", None)
+                issuing.record(document, "email", f"E-mail not sent again: {error}", status)
+                db.session.commit()
+                logger.warning("document %s e-mail re-send failed (IX status %s)", document.id, status)
+                return "failed"
+            issuing.record(document, "email", "E-mailed again to the customer, as the operator asked.")
+            db.session.commit()
+            logger.info("document %s e-mailed again", document.id)
+            return "sent"
+    finally:
+        db.session.remove()

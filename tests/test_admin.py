@@ -66,6 +66,12 @@ def held_order(app, post_order, queue) -> Document:
     return document
 
 
+def location(answer) -> tuple[str, dict[str, str]]:
+    """Where a redirect sends the browser: the path and its query arguments."""
+    parts = urlsplit(answer.headers["Location"])
+    return parts.path, dict(parse_qsl(parts.query))
+
+
 def make_document(state: str, ix_id: int | None = None, number: int = 1, **fields) -> Document:
     store = db.session.scalar(sa.select(Store)) or Store(platform="shopify", domain="loja.myshopify.com")
     event = WebhookEvent(store=store, platform="shopify", event_key=f"evt-{number}", topic="orders/paid",
@@ -205,7 +211,7 @@ def test_retry_sends_a_held_document_back_to_pending_and_queues_it(admin, client
     answer = client.post(f"/admin/documents/{document.id}/retry", headers={**AUTH, **ORIGIN})
 
     assert answer.status_code == 303
-    assert answer.headers["Location"].endswith(f"/admin/documents/{document.id}")
+    assert location(answer) == (f"/admin/documents/{document.id}", {"notice": "retried"})
     db.session.expire_all()
     document = db.session.get(Document, document.id)
     assert document.state == DocumentState.PENDING
@@ -227,7 +233,7 @@ def test_retry_of_a_failed_document_ix_already_has_resumes_from_created(admin, c
                          headers={**AUTH, **ORIGIN})
 
     assert answer.status_code == 303
-    assert answer.headers["Location"].endswith("/admin/?state=failed")
+    assert location(answer) == ("/admin/", {"state": "failed", "notice": "retried"})
     db.session.expire_all()
     document = db.session.get(Document, document.id)
     assert (document.state, document.attempts, document.last_error) == (DocumentState.CREATED, 0, None)
@@ -240,7 +246,7 @@ def test_retry_goes_back_only_to_admin_pages(admin, client):
     answer = client.post(f"/admin/documents/{document.id}/retry", data={"next": "https://evil.example/"},
                          headers={**AUTH, **ORIGIN})
 
-    assert answer.headers["Location"].endswith(f"/admin/documents/{document.id}")
+    assert location(answer)[0] == f"/admin/documents/{document.id}"
 
 
 @pytest.mark.parametrize("state", [DocumentState.DONE, DocumentState.PENDING, DocumentState.CREATED])
@@ -251,6 +257,7 @@ def test_retry_of_a_document_that_is_not_held_or_failed_is_a_conflict(admin, cli
 
     assert answer.status_code == 409
     assert "only held or failed" in answer.get_data(as_text=True)
+    assert "Nothing was done" in answer.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Document, document.id).state == state
     assert queue.job_ids == []
@@ -327,20 +334,20 @@ def test_a_held_order_retried_after_the_setting_is_fixed_is_issued(admin, client
     from connector.issuing import init_invoicexpress
     from devtools.invoicexpress_sandbox import serve_in_thread
 
-    document = held_order(admin, post_order, queue)
+    document_id = held_order(admin, post_order, queue).id  # the jobs end their sessions: keep the id only
     url, server = serve_in_thread(api_key="test-api-key-0123456789")
     try:
         admin.config.update(INVOICEXPRESS_BASE_URL=url, INVOICEXPRESS_READ_TIMEOUT=2)
         init_invoicexpress(admin)
         admin.config["ISSUING"]["tax_names"][Decimal(23)] = "IVA23"  # the operator fixes the setting
 
-        client.post(f"/admin/documents/{document.id}/retry", headers={**AUTH, **ORIGIN})
+        client.post(f"/admin/documents/{document_id}/retry", headers={**AUTH, **ORIGIN})
         drain(queue)
     finally:
         server.shutdown()
 
     db.session.expire_all()
-    document = db.session.get(Document, document.id)
+    document = db.session.get(Document, document_id)
     assert document.state == DocumentState.DONE
     assert document.sequence_number
 
@@ -695,3 +702,465 @@ def test_the_stores_page_asks_the_same_queries_however_many_stores(admin, client
         document_of(Store(platform="woocommerce", domain=f"shop{number}.example"), DocumentState.DONE, number)
 
     assert statements() == with_two
+
+
+# --- Filters and search ----------------------------------------------------------------------------------
+
+
+def listed(page: str) -> list[str]:
+    """The order names the documents list shows, top to bottom."""
+    return re.findall(r'<td class="nowrap"><a href="/admin/documents/\d+">([^<]+)</a></td>', page)
+
+
+def test_the_documents_list_filters_by_platform(admin, client):
+    shop, stripe = two_stores()
+    document_of(shop, DocumentState.DONE, 1)
+    document_of(stripe, DocumentState.HELD, 2)
+
+    page = client.get("/admin/?platform=stripe", headers=AUTH).get_data(as_text=True)
+
+    assert listed(page) == ["#1002"]
+    assert "all 1" in page and "held 1" in page and "done 0" in page
+    assert listed(client.get("/admin/?platform=shopify", headers=AUTH).get_data(as_text=True)) == ["#1001"]
+    assert client.get("/admin/?platform=magento", headers=AUTH).status_code == 400
+
+
+def test_the_documents_list_filters_by_the_shops_days_of_creation(admin, client):
+    # 23:30 in Lisbon on 31 July is 22:30 UTC: a day of the shop's, not of UTC.
+    make_document(DocumentState.DONE, number=1, created_at=datetime(2024, 7, 31, 22, 30, tzinfo=UTC))
+    make_document(DocumentState.DONE, number=2, created_at=datetime(2024, 7, 31, 23, 30, tzinfo=UTC))
+    make_document(DocumentState.DONE, number=3, created_at=datetime(2024, 8, 2, 12, 0, tzinfo=UTC))
+
+    def shown(query: str) -> list[str]:
+        return listed(client.get(f"/admin/?{query}", headers=AUTH).get_data(as_text=True))
+
+    assert shown("created_from=2024-08-01") == ["#1003", "#1002"]
+    assert shown("created_to=2024-07-31") == ["#1001"]
+    assert shown("created_from=2024-08-01&created_to=2024-08-01") == ["#1002"]
+    assert shown("created_from=2024-08-03") == []
+    answer = client.get("/admin/?created_from=31/07/2024", headers=AUTH)
+    assert answer.status_code == 400 and "YYYY-MM-DD" in answer.get_data(as_text=True)
+
+
+def test_the_search_finds_an_order_by_its_name_or_its_platform_id(admin, client):
+    make_document(DocumentState.DONE, number=1)
+    make_document(DocumentState.DONE, number=22)
+
+    assert listed(client.get("/admin/?q=%231001", headers=AUTH).get_data(as_text=True)) == ["#1001"]
+    assert listed(client.get("/admin/?q=1022", headers=AUTH).get_data(as_text=True)) == ["#1022"]
+    # The platform's own order id (source_key order:22:receipt), as the shop's admin URL shows it.
+    assert listed(client.get("/admin/?q=22", headers=AUTH).get_data(as_text=True)) == ["#1022"]
+    assert listed(client.get("/admin/?q=%23", headers=AUTH).get_data(as_text=True)) == ["#1022", "#1001"]
+
+
+def test_the_search_finds_a_document_by_its_number(admin, client):
+    make_document(DocumentState.DONE, number=1, sequence_number="FR 2024/7")
+    make_document(DocumentState.DONE, number=2, sequence_number="FR 2024/17")
+
+    assert listed(client.get("/admin/?q=2024/7", headers=AUTH).get_data(as_text=True)) == ["#1001"]
+    assert listed(client.get("/admin/?q=fr+2024/1", headers=AUTH).get_data(as_text=True)) == ["#1002"]
+
+
+def test_wildcards_in_a_search_are_taken_literally(admin, client):
+    make_document(DocumentState.DONE, number=1, sequence_number="FR 2024/7")
+
+    for term in ("%", "_", "FR_2024", "\\"):
+        page = client.get("/admin/", query_string={"q": term}, headers=AUTH).get_data(as_text=True)
+        assert listed(page) == [], term
+        assert "matching these filters" in page
+
+
+def test_the_search_finds_an_orders_documents_by_the_customers_email(admin, client, sandbox, post_order, queue):
+    post_order(fixture_body("paid_b2c_tax_included.json"))  # ana.silva@example.pt
+    post_order(fixture_body("paid_madeira.json"))
+    drain(queue)
+    post_order(fixture_body("refund_full_b2c.json"), topic="refunds/create")  # no e-mail in it
+    drain(queue)
+    by_key = {d.source_key: d for d in db.session.scalars(sa.select(Document))}
+    madeira = json.loads(fixture_body("paid_madeira.json"))
+    assert madeira["email"] != "ana.silva@example.pt"
+
+    def shown(term: str) -> set[int]:
+        page = client.get("/admin/", query_string={"q": term}, headers=AUTH).get_data(as_text=True)
+        return {int(n) for n in re.findall(r'<td><a href="/admin/documents/(\d+)">', page)}
+
+    ana = {by_key["order:5801234567001:receipt"].id, by_key["refund:1012345678002:credit_note"].id}
+    assert shown("ana.silva@example.pt") == ana  # the sale and its credit note
+    assert shown("ANA.Silva@Example.PT") == ana
+    assert shown("silva@") == ana
+    assert shown(madeira["email"]) == {by_key[f"order:{madeira['id']}:receipt"].id}
+    assert shown("nobody@example.pt") == set()
+    assert shown("_na.silva@example.pt") == set()  # a LIKE wildcard is a character like any other
+    assert shown("%@%") == set()
+
+
+def test_filters_combine_and_survive_pagination(admin, client):
+    shop, stripe = two_stores()
+    for number in range(1, 53):
+        document_of(shop, DocumentState.HELD, number, sequence_number=f"FR 2024/{number}")
+    document_of(stripe, DocumentState.HELD, 99, sequence_number="FR 2024/99")
+    document_of(shop, DocumentState.DONE, 100, sequence_number="FR 2024/100")
+
+    first = client.get(f"/admin/?state=held&store={shop.id}&platform=shopify&q=FR+2024&created_from=2000-01-01",
+                       headers=AUTH).get_data(as_text=True)
+
+    assert "page 1 of 2 · 52 in all" in first
+    [later] = re.findall(r'href="([^"]*page=2[^"]*)"', first)
+    asked = dict(parse_qsl(urlsplit(unescape(later)).query))
+    assert asked == {"page": "2", "state": "held", "store": str(shop.id), "platform": "shopify", "q": "FR 2024",
+                     "created_from": "2000-01-01"}
+    second = client.get(unescape(later), headers=AUTH).get_data(as_text=True)
+    assert listed(second) == ["#1002", "#1001"]
+    assert "#1099" not in second and "#1100" not in second
+    # The counts are of the other filters: a state link keeps the search, the store and the dates.
+    assert "done 1" in first
+    [done] = re.findall(r'href="([^"]*state=done[^"]*)"', first)
+    assert listed(client.get(unescape(done), headers=AUTH).get_data(as_text=True)) == ["#1100"]
+
+
+# --- An order's whole story -------------------------------------------------------------------------------
+
+
+def story_times(page: str) -> list[str]:
+    story = page[page.index("<h2>Story</h2>"):]
+    return re.findall(r'<td class="nowrap">(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z+\d]+)</td>', story)
+
+
+def test_an_orders_story_shows_its_events_and_documents_in_time_order(admin, client, sandbox, post_order, queue):
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    post_order(fixture_body("paid_madeira.json"))
+    drain(queue)
+    post_order(fixture_body("refund_full_b2c.json"), topic="refunds/create")
+    post_order(fixture_body("paid_b2c_tax_included.json"))  # delivered again: covered already
+    drain(queue)
+    by_key = {d.source_key: d for d in db.session.scalars(sa.select(Document))}
+    sale, credit = by_key["order:5801234567001:receipt"], by_key["refund:1012345678002:credit_note"]
+    madeira = by_key[f"order:{json.loads(fixture_body('paid_madeira.json'))['id']}:receipt"]
+    events = db.session.scalars(sa.select(WebhookEvent).order_by(WebhookEvent.id)).all()
+    ours = [e.id for e in events if e.id != madeira.event_id]
+    assert len(ours) == 3
+
+    document_page = client.get(f"/admin/documents/{credit.id}", headers=AUTH).get_data(as_text=True)
+    url = f"/admin/stores/{sale.store_id}/orders/5801234567001"
+    assert f'href="{url}"' in document_page  # from the credit note too
+    page = client.get(url, headers=AUTH).get_data(as_text=True)
+
+    assert "Order #1001" in page
+    for event_id in ours:
+        assert f">event {event_id}<" in page
+    assert f">event {madeira.event_id}<" not in page
+    assert f'href="/admin/documents/{sale.id}"' in page and f'href="/admin/documents/{credit.id}"' in page
+    assert f'href="/admin/documents/{madeira.id}"' not in page
+    assert "credit note" in page and sale.sequence_number in page and credit.sequence_number in page
+    assert "already covers this order" in page  # the second delivery's note
+    assert "ana.silva@example.pt" not in page  # the bodies stay unshown
+    times = story_times(page)
+    assert len(times) >= 3 + 8 and times == sorted(times)
+    # The sale was finalized before its refund came, and its credit note after.
+    story = [(of, message) for of, message in re.findall(
+        r'<tr>\s*<td class="nowrap">[^<]*</td>\s*<td class="nowrap">(?:<a [^>]*>)?([^<]+)(?:</a>)?</td>\s*<td>.*?'
+        r'</td>\s*<td class="reason">([^<]*)</td>', page[page.index("<h2>Story</h2>"):], re.S)]
+    assert len(story) == len(times)
+
+    def finalized(document: Document) -> int:
+        return next(n for n, (of, message) in enumerate(story)
+                    if of == f"document {document.id}" and f"Finalized as {document.sequence_number}" in message)
+
+    sale_final, credit_final = finalized(sale), finalized(credit)
+    refund_came = story.index((f"event {ours[1]}", ""))
+    assert sale_final < refund_came < credit_final
+
+
+def test_an_order_nothing_names_is_not_found(admin, client):
+    make_document(DocumentState.DONE, number=1)
+    store_id = db.session.scalar(sa.select(Store.id))
+
+    answer = client.get(f"/admin/stores/{store_id}/orders/777", headers=AUTH)
+    assert answer.status_code == 404
+    assert "No event or document of this store names order 777" in answer.get_data(as_text=True)
+    assert client.get("/admin/stores/999/orders/1", headers=AUTH).status_code == 404
+    assert client.get(f"/admin/stores/{store_id}/orders/1", headers=AUTH).status_code == 200
+
+
+# --- Actions ---------------------------------------------------------------------------------------------
+
+
+def timeline_of(document: Document) -> list[DocumentEvent]:
+    return db.session.scalars(sa.select(DocumentEvent).where(DocumentEvent.document_id == document.id)
+                              .order_by(DocumentEvent.id)).all()
+
+
+def post_action(client, url: str, **form):
+    return client.post(url, data=form, headers={**AUTH, **ORIGIN})
+
+
+def fresh(document: Document | int) -> Document:
+    """The document as the database has it now (from its id: a job that ran may have ended its session)."""
+    db.session.expire_all()
+    return db.session.get(Document, document if isinstance(document, int) else document.id)
+
+
+def test_an_action_answers_with_a_message_on_the_page_it_goes_back_to(admin, client):
+    document = make_document(DocumentState.HELD)
+
+    answer = post_action(client, f"/admin/documents/{document.id}/retry", next="/admin/?state=held")
+    page = client.get(answer.headers["Location"], headers=AUTH).get_data(as_text=True)
+
+    assert 'class="notice"' in page and "Retry requested" in page
+    assert 'class="notice"' not in client.get("/admin/?state=held", headers=AUTH).get_data(as_text=True)
+    assert 'class="notice"' not in client.get("/admin/?notice=<b>hi</b>", headers=AUTH).get_data(as_text=True)
+
+
+def test_releasing_a_hold_plans_it_again_with_todays_settings(admin, client, post_order, queue, caplog):
+    from connector.issuing import init_invoicexpress
+    from devtools.invoicexpress_sandbox import serve_in_thread
+
+    document = held_order(admin, post_order, queue).id  # the jobs end their sessions: keep the id only
+    caplog.set_level(logging.INFO)
+    url, server = serve_in_thread(api_key="test-api-key-0123456789")
+    try:
+        admin.config.update(INVOICEXPRESS_BASE_URL=url, INVOICEXPRESS_READ_TIMEOUT=2)
+        init_invoicexpress(admin)
+        admin.config["ISSUING"]["tax_names"][Decimal(23)] = "IVA23"  # the fix
+
+        answer = post_action(client, f"/admin/documents/{document}/release")
+        released = fresh(document)
+        assert location(answer) == (f"/admin/documents/{document}", {"notice": "released"})
+        assert (released.state, released.last_error, released.attempts) == (DocumentState.PENDING, None, 0)
+        assert queue.job_ids == [released.job_id]
+        drain(queue)
+    finally:
+        server.shutdown()
+
+    document = fresh(document)
+    assert document.state == DocumentState.DONE and document.sequence_number
+    kinds = [entry.kind for entry in timeline_of(document)]
+    assert kinds[:2] == ["held", "released"]
+    released_entry = timeline_of(document)[1]
+    assert "today's settings" in released_entry.message and "23 %" in released_entry.message
+    assert [r.getMessage() for r in caplog.records if "released" in r.getMessage()] == [
+        f"document {document.id} hold released by operator"]
+
+
+@pytest.mark.parametrize(("state", "ix_id", "says"), [
+    (DocumentState.FAILED, None, "only a held document can be released"),
+    (DocumentState.DONE, 5, "only a held document can be released"),
+    (DocumentState.HELD, 5, "use Retry, which continues from that draft"),
+])
+def test_release_of_what_is_not_a_hold_before_ix_is_refused(admin, client, queue, state, ix_id, says):
+    document = make_document(state, ix_id=ix_id, last_error="Why.")
+
+    answer = post_action(client, f"/admin/documents/{document.id}/release")
+
+    assert answer.status_code == 409 and says in answer.get_data(as_text=True)
+    document = fresh(document)
+    assert (document.state, document.last_error) == (state, "Why.")
+    assert timeline_of(document) == [] and queue.job_ids == []
+
+
+class EmailingClient:
+    def __init__(self, fail: Exception | None = None):
+        self.sent: list[tuple] = []
+        self.fail = fail
+
+    def email_document(self, doc_type, document_id, body):
+        if self.fail:
+            raise self.fail
+        self.sent.append((doc_type, document_id, body))
+
+
+def done_order(app, post_order, queue) -> Document:
+    document = held_order(app, post_order, queue)
+    document.state, document.ix_id, document.sequence_number = DocumentState.DONE, 321, "FR 2024/9"
+    document.last_error = None
+    db.session.commit()
+    return document
+
+
+def test_resending_the_email_of_a_done_document_emails_it_again(admin, client, post_order, queue, no_ix, caplog):
+    document = done_order(admin, post_order, queue)
+    ix = EmailingClient()
+    admin.extensions["invoicexpress"] = lambda store=None: ix
+    caplog.set_level(logging.INFO)
+
+    answer = post_action(client, f"/admin/documents/{document.id}/email")
+    assert location(answer) == (f"/admin/documents/{document.id}", {"notice": "emailing"})
+    assert ix.sent == []  # queued, not sent by the page
+    drain(queue)
+
+    [(doc_type, ix_id, body)] = ix.sent
+    assert (doc_type, ix_id) == ("invoice_receipts", 321)
+    assert body["message"]["client"]["email"] == "ana.silva@example.pt"
+    messages = [entry.message for entry in timeline_of(document) if entry.kind == "email"]
+    assert messages == ["Re-send of the e-mail requested by operator.",
+                        "E-mailed again to the customer, as the operator asked."]
+    assert fresh(document).state == DocumentState.DONE
+    assert "ana.silva@example.pt" not in caplog.text
+
+
+def test_a_resend_ix_refuses_says_so_in_the_timeline(admin, client, post_order, queue):
+    from connector.invoicexpress.client import PermanentError
+
+    document = done_order(admin, post_order, queue)
+    admin.extensions["invoicexpress"] = lambda store=None: EmailingClient(PermanentError("Client has no email",
+                                                                                         422))
+    post_action(client, f"/admin/documents/{document.id}/email")
+    drain(queue)
+
+    last = timeline_of(document)[-1]
+    assert (last.kind, last.status_code) == ("email", 422)
+    assert "not sent again" in last.message and "Client has no email" in last.message
+
+
+@pytest.mark.parametrize(("state", "ix_id"), [(DocumentState.HELD, None), (DocumentState.PENDING, None),
+                                              (DocumentState.DONE, None), (DocumentState.FINALIZED, 4)])
+def test_resending_the_email_of_an_unfinished_or_hand_issued_document_is_refused(admin, client, queue, state,
+                                                                                 ix_id):
+    document = make_document(state, ix_id=ix_id)
+
+    answer = post_action(client, f"/admin/documents/{document.id}/email")
+
+    assert answer.status_code == 409
+    assert "only a document the connector issued and finished" in answer.get_data(as_text=True)
+    assert queue.job_ids == [] and timeline_of(document) == []
+
+
+def test_replaying_an_event_never_issues_its_order_twice(admin, client, sandbox, post_order, queue, caplog):
+    post_order(fixture_body("paid_b2c_tax_included.json"))
+    drain(queue)
+    [document] = db.session.scalars(sa.select(Document)).all()
+    assert document.state == DocumentState.DONE
+    document_id, event_id = document.id, document.event_id  # the jobs end their sessions: keep the ids only
+    caplog.set_level(logging.INFO)
+
+    answer = post_action(client, f"/admin/events/{event_id}/replay", next="/admin/events")
+    assert location(answer) == ("/admin/events", {"notice": "replayed"})
+    event = db.session.get(WebhookEvent, event_id)
+    db.session.refresh(event)
+    assert (event.status, event.note) == (EventStatus.RECEIVED, None)
+    drain(queue)
+
+    db.session.expire_all()
+    assert len(db.session.scalars(sa.select(Document)).all()) == 1
+    assert len([d for d in sandbox.documents() if d["type"] == "InvoiceReceipt"]) == 1
+    event = db.session.get(WebhookEvent, event_id)
+    assert event.status == EventStatus.PROCESSED and "already covers this order" in event.note
+    assert fresh(document_id).state == DocumentState.DONE
+    replayed = [entry for entry in timeline_of(fresh(document_id)) if entry.kind == "replay"]
+    assert len(replayed) == 1 and f"Event {event.id}" in replayed[0].message
+    assert f"event {event.id} replayed by operator (was processed)" in caplog.text
+
+
+def test_a_failed_event_replayed_after_a_fix_is_read_again(admin, client, queue):
+    event = make_event("webhook", 1, status=EventStatus.FAILED)
+
+    post_action(client, f"/admin/events/{event.id}/replay")
+
+    db.session.expire_all()
+    assert db.session.get(WebhookEvent, event.id).status == EventStatus.RECEIVED
+    assert queue.job_ids == [f"event-{event.id}"]
+    page = client.get("/admin/events", headers=AUTH).get_data(as_text=True)
+    assert f'action="/admin/events/{event.id}/replay"' not in page  # received: nothing to replay yet
+
+
+@pytest.mark.parametrize("status", [EventStatus.RECEIVED, EventStatus.IGNORED])
+def test_replaying_an_event_not_processed_or_failed_is_refused(admin, client, queue, status):
+    event = make_event("webhook", 1, status=status)
+
+    answer = post_action(client, f"/admin/events/{event.id}/replay")
+
+    assert answer.status_code == 409 and "only processed or failed events" in answer.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(WebhookEvent, event.id).status == status
+    assert queue.job_ids == []
+
+
+def test_a_held_order_closed_as_issued_by_hand_is_done_with_its_number(admin, client, queue, caplog):
+    document = make_document(DocumentState.HELD, last_error="Needs a tax name.")
+    caplog.set_level(logging.INFO)
+
+    answer = post_action(client, f"/admin/documents/{document.id}/close", outcome="by_hand",
+                         number="  FR 2024/55 ")
+
+    assert location(answer) == (f"/admin/documents/{document.id}", {"notice": "by_hand"})
+    document = fresh(document)
+    assert (document.state, document.sequence_number, document.ix_id, document.last_error) == (
+        DocumentState.DONE, "FR 2024/55", None, None)
+    [entry] = timeline_of(document)
+    assert entry.kind == "closed" and "issued by hand as FR 2024/55" in entry.message
+    assert "Needs a tax name." in entry.message
+    assert queue.job_ids == []
+    page = client.get(f"/admin/documents/{document.id}", headers=AUTH).get_data(as_text=True)
+    assert "Re-send the e-mail" not in page  # IX never had it
+
+
+def test_a_held_order_closed_as_owing_nothing_is_canceled_with_the_reason(admin, client):
+    document = make_document(DocumentState.HELD, last_error="Needs a tax name.")
+
+    post_action(client, f"/admin/documents/{document.id}/close", outcome="owes_nothing",
+                reason="Staff test order, never shipped.")
+
+    document = fresh(document)
+    assert (document.state, document.last_error) == (DocumentState.CANCELED, "Staff test order, never shipped.")
+    [entry] = timeline_of(document)
+    assert entry.kind == "closed" and "owes nothing" in entry.message and "never shipped" in entry.message
+    listed_page = client.get("/admin/?state=canceled", headers=AUTH).get_data(as_text=True)
+    assert "Staff test order, never shipped." in listed_page
+
+
+@pytest.mark.parametrize(("state", "form", "status", "says"), [
+    (DocumentState.HELD, {"outcome": "by_hand", "number": "  "}, 400, "Give the number"),
+    (DocumentState.HELD, {"outcome": "by_hand", "number": "X" * 65}, 400, "Give the number"),
+    (DocumentState.HELD, {"outcome": "owes_nothing", "reason": ""}, 400, "Say why"),
+    (DocumentState.HELD, {"outcome": "vanished"}, 400, "Choose how"),
+    (DocumentState.FAILED, {"outcome": "by_hand", "number": "FR 1"}, 409, "only a held document"),
+    (DocumentState.DONE, {"outcome": "owes_nothing", "reason": "x"}, 409, "only a held document"),
+])
+def test_closing_by_hand_refuses_what_it_cannot_do(admin, client, state, form, status, says):
+    document = make_document(state, last_error="Why.")
+
+    answer = post_action(client, f"/admin/documents/{document.id}/close", **form)
+
+    assert answer.status_code == status and says in answer.get_data(as_text=True)
+    document = fresh(document)
+    assert (document.state, document.last_error, document.sequence_number) == (state, "Why.", None)
+    assert timeline_of(document) == []
+
+
+@pytest.mark.parametrize(("path", "form"), [
+    ("documents/1/release", {}),
+    ("documents/1/email", {}),
+    ("documents/1/close", {"outcome": "by_hand", "number": "FR 1"}),
+    ("documents/1/close", {"outcome": "owes_nothing", "reason": "none"}),
+    ("events/1/replay", {}),
+])
+def test_every_action_refuses_a_post_from_another_site(admin, client, queue, path, form):
+    document = make_document(DocumentState.HELD, last_error="Why.")
+    db.session.get(WebhookEvent, document.event_id).status = EventStatus.FAILED
+    db.session.commit()
+
+    answer = client.post(f"/admin/{path}", data=form, headers={**AUTH, "Origin": "https://evil.example"})
+
+    assert answer.status_code == 403
+    document = fresh(document)
+    assert (document.state, document.last_error) == (DocumentState.HELD, "Why.")
+    assert db.session.get(WebhookEvent, document.event_id).status == EventStatus.FAILED
+    assert timeline_of(document) == [] and queue.job_ids == []
+    assert client.post(f"/admin/{path}", data=form, headers={**basic("admin", "nope-nope-nope"),
+                                                              **ORIGIN}).status_code == 401
+
+
+def test_a_documents_pdf_link_shows_in_the_list_and_its_page_offers_what_fits_its_state(admin, client):
+    done = make_document(DocumentState.DONE, ix_id=8, number=1, permalink="https://ix.example/pdf/abc")
+    held = make_document(DocumentState.HELD, number=2)
+
+    page = client.get("/admin/", headers=AUTH).get_data(as_text=True)
+    assert '<a href="https://ix.example/pdf/abc" rel="noopener noreferrer">PDF</a>' in page
+
+    done_page = client.get(f"/admin/documents/{done.id}", headers=AUTH).get_data(as_text=True)
+    held_page = client.get(f"/admin/documents/{held.id}", headers=AUTH).get_data(as_text=True)
+    assert "Re-send the e-mail" in done_page and "Release the hold" not in done_page
+    assert "Retry" not in done_page
+    for action in ("Retry", "Release the hold", "Close: issued by hand", "Close: owes nothing"):
+        assert action in held_page
+    assert "Re-send the e-mail" not in held_page

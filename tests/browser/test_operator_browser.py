@@ -110,6 +110,16 @@ def test_an_operator_fixes_a_held_order_and_watches_it_reach_done(held_connector
         page.get_by_role("link", name="The order's whole story").click()
         assert "Retry requested by operator" in page.locator("table").last.inner_text()
         shot(page, "story")
+
+        # On PostgreSQL too, the customer's e-mail finds the order (searched in the raw event bodies).
+        page.goto("/admin/")
+        page.get_by_label("Search").fill("ANA.SILVA@example.pt")
+        page.get_by_role("button", name="Filter").click()
+        assert page.locator("tbody tr").count() == 1 and "#1001" in page.locator("tbody").inner_text()
+        page.get_by_label("Search").fill("nobody@example.pt")
+        page.get_by_role("button", name="Filter").click()
+        assert page.locator("tbody tr").count() == 0
+        shot(page, "search")
     finally:
         context.close()
         print("screenshots:", *map(str, shots), sep="\n  ")

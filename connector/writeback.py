@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 
 from connector import issuing
 from connector.extensions import db
 from connector.invoicexpress import documents
 from connector.invoicexpress.client import PermanentError, RetryableError
-from connector.models import Document, DocumentState, Store, WriteBack, WriteBackState, utcnow
+from connector.models import Document, DocumentState, Store, Timestamp, _check_in, utcnow
 from connector.platforms import title
 from connector.platforms.common import PlatformRefused, PlatformUnavailable
 from connector.stores import UnreadableSecrets, resolve
@@ -29,6 +30,43 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 20
 LEASE_SECONDS = 90
 SHOPIFY_TAG_CHARS = 40  # Shopify's longest tag
+
+
+class WriteBackState:
+    PENDING = "pending"  # waiting for IX's PDF
+    PDF = "pdf"  # the PDF's address is kept; the shop is next
+    DONE = "done"
+    FAILED = "failed"  # the shop or IX refused for good, or too many attempts: see last_error
+    SKIPPED = "skipped"  # nothing to write to (no platform API credentials, no order to write on)
+
+    ALL = (PENDING, PDF, DONE, FAILED, SKIPPED)
+    OPEN = (PENDING, PDF)
+
+
+class WriteBack(db.Model):
+    """Putting one document's number and PDF link on its shop order: where it stands, attempts, last problem."""
+
+    __tablename__ = "write_backs"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    document_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("documents.id"), unique=True)
+    state: so.Mapped[str] = so.mapped_column(sa.String(20), default=WriteBackState.PENDING)
+    step: so.Mapped[str | None] = so.mapped_column(sa.String(20))  # within the shop's writes: "note" posted
+    pdf_url: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    next_attempt_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    locked_until: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    job_id: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    updated_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+    document: so.Mapped[Document] = so.relationship()
+
+    __table_args__ = (
+        sa.CheckConstraint(_check_in("state", WriteBackState.ALL), name="state"),
+        sa.Index("ix_write_backs_state", "state"),
+    )
 
 
 class NotReady(Exception):

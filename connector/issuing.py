@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from redis.exceptions import RedisError
 
-from connector import writeback
 from connector.extensions import db, get_queue, redis_from_url
 from connector.invoicexpress import documents
 from connector.invoicexpress.client import Client, PermanentError, RetryableError
@@ -356,7 +355,6 @@ def _walk(document: Document, client: Client) -> None:
     if document.state == DocumentState.EMAILED:
         document.last_error = None
         _step(document, DocumentState.DONE, "Done.")
-        writeback.start(document)  # in the same commit: a done document always has its write-back to do
         db.session.commit()
 
 

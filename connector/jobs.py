@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
-from connector import issuing, logs, obligations, writeback
+from connector import issuing, logs, obligations
 from connector.extensions import db, get_queue
 from connector.invoicexpress.client import InvoiceXpressError
 from connector.models import Document, DocumentState, EventStatus, WebhookEvent
@@ -88,41 +88,7 @@ def issue_document(document_id: int) -> str | None:
                 client = current_app.extensions["invoicexpress"](document.store)
             except issuing.NoInvoiceXpressAccount as error:
                 return issuing.hold_open(document_id, str(error))
-            state = issuing.issue(document_id, client, schedule_retry=enqueue_document)
-            if state == DocumentState.DONE:
-                row = writeback.for_document(document_id)
-                if row is not None and row.state in writeback.WriteBackState.OPEN:
-                    enqueue_write_back(row)
-            return state
-    finally:
-        db.session.remove()
-
-
-def enqueue_write_back(row: writeback.WriteBack, delay: float = 0) -> None:
-    """Queue (or schedule) a document's write-back to its shop; if Redis is away the sweeper queues it later."""
-    row.job_id = f"writeback-{row.id}-{uuid.uuid4().hex[:12]}"
-    db.session.commit()
-    queue = get_queue()
-    try:
-        if delay > 0:
-            queue.enqueue_in(timedelta(seconds=delay), write_back, row.id, job_id=row.job_id,
-                             job_timeout=JOB_TIMEOUT)
-        else:
-            queue.enqueue(write_back, row.id, job_id=row.job_id, job_timeout=JOB_TIMEOUT)
-    except RedisError:
-        logger.warning("write-back %s not queued: Redis unavailable, the sweeper will queue it", row.id)
-
-
-def write_back(write_back_id: int) -> str | None:
-    """Job: put a done document's number and PDF link on its shop order (never touching the document)."""
-    try:
-        row = db.session.get(writeback.WriteBack, write_back_id)
-        if row is None:
-            return None
-        store = row.document.store
-        with logs.for_store(store.platform, store.domain):
-            return writeback.run(write_back_id, current_app.extensions["invoicexpress"],
-                                 schedule_retry=enqueue_write_back)
+            return issuing.issue(document_id, client, schedule_retry=enqueue_document)
     finally:
         db.session.remove()
 
@@ -138,13 +104,10 @@ def sweep() -> dict[str, int]:
         documents = [d for d in issuing.stalled_documents() if not is_waiting(d.job_id)]
         for document in documents:
             enqueue_document(document)
-        write_backs = [w for w in writeback.stalled() if not is_waiting(w.job_id)]
-        for row in write_backs:
-            enqueue_write_back(row)
         cleared = clear_recovered_failures()
-        if events or documents or write_backs or cleared:
-            logger.info("sweep queued %d events, %d documents and %d write-backs again, cleared %d failed jobs",
-                        len(events), len(documents), len(write_backs), cleared)
+        if events or documents or cleared:
+            logger.info("sweep queued %d events and %d documents again, cleared %d failed jobs",
+                        len(events), len(documents), cleared)
         return {"events": len(events), "documents": len(documents)}
     finally:
         db.session.remove()
@@ -162,9 +125,6 @@ def clear_recovered_failures() -> int:
         if job_id.startswith("document-"):
             document = db.session.get(Document, int(job_id.split("-")[1]))
             recovered = document is None or document.job_id != job_id or document.state not in DocumentState.OPEN
-        elif job_id.startswith("writeback-"):
-            row = db.session.get(writeback.WriteBack, int(job_id.split("-")[1]))
-            recovered = row is None or row.job_id != job_id or row.state not in writeback.WriteBackState.OPEN
         elif job_id.startswith("event-"):
             event = db.session.get(WebhookEvent, int(job_id.split("-")[1]))
             recovered = event is None or event.status != EventStatus.RECEIVED

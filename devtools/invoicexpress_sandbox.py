@@ -393,7 +393,6 @@ class _State:
         self.last_hashes: dict[str, str] = {}
         self.faults: list[_Fault] = []
         self.calls: Counter[str] = Counter()
-        self.pdf_polls: Counter[int] = Counter()  # GET /api/pdf/{id}.json asked, by document
 
     def save(self) -> None:
         """Replace the state file with what is remembered now (call with the lock held)."""
@@ -1084,54 +1083,6 @@ def sandbox_document_page(doc_id: int) -> ResponseReturnValue:
     return Response(page, mimetype="text/html")
 
 
-# How many times IX answers 202 ("still making it") to a document's PDF before the 200 with its address.
-PDF_PENDING_POLLS = 1
-
-
-def get_pdf(doc_id: int) -> ResponseReturnValue:
-    """GET /api/pdf/{id}.json: 202 with no body while the PDF is being made (the first PDF_PENDING_POLLS times,
-    or the app's PDF_PENDING_POLLS), then 200 {"output": {"pdfUrl"}}; a draft's PDF is refused (422)."""
-    state = _state()
-    pending = int(current_app.config.get("PDF_PENDING_POLLS", PDF_PENDING_POLLS))
-    with state.lock:
-        record = state.records.get(doc_id)
-        if record is None:
-            raise _error("Document not found", 404)
-        if record.doc["status"] == "draft":
-            raise _error(f"The {doc_id} provided is in an invalid state.")
-        state.pdf_polls[doc_id] += 1
-        polls = state.pdf_polls[doc_id]
-    if polls <= pending:
-        return Response(status=202)
-    return {"output": {"pdfUrl": f"{request.host_url}_sandbox/documents/{doc_id}.pdf"}}
-
-
-def sandbox_document_pdf(doc_id: int) -> ResponseReturnValue:
-    """GET /_sandbox/documents/<id>.pdf: where the PDF address points, a one-line PDF naming the document."""
-    state = _state()
-    with state.lock:
-        record = state.records.get(doc_id)
-        title = f"{record.doc['type']} {record.doc['inverted_sequence_number']}" if record is not None else None
-    if title is None:
-        return Response("Document not found", status=404, mimetype="text/plain")
-    text = re.sub(r"[^A-Za-z0-9 /._-]", "", title)
-    stream = f"BT /F1 18 Tf 72 720 Td (InvoiceXpress sandbox: {text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    body, offsets = b"%PDF-1.4\n", []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(body))
-        body += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(body)
-    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    body += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    body += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return Response(body, mimetype="application/pdf")
-
-
 def sandbox_reset() -> ResponseReturnValue:
     """POST /_sandbox/reset: forget every document, client, number, fault and call count."""
     state = _state()
@@ -1319,9 +1270,7 @@ def create_app(api_key: str | None = None, state_path: str | Path | None = None)
         "/<doc_type>/<int:doc_id>/email-document.json", view_func=email_document, methods=["PUT"]
     )
     app.add_url_rule("/_sandbox/documents", view_func=sandbox_documents, methods=["GET"])
-    app.add_url_rule("/api/pdf/<int:doc_id>.json", view_func=get_pdf, methods=["GET"])
     app.add_url_rule("/_sandbox/documents/<int:doc_id>", view_func=sandbox_document_page, methods=["GET"])
-    app.add_url_rule("/_sandbox/documents/<int:doc_id>.pdf", view_func=sandbox_document_pdf, methods=["GET"])
     app.add_url_rule("/_sandbox/reset", view_func=sandbox_reset, methods=["POST"])
     app.add_url_rule("/_sandbox/faults", view_func=sandbox_faults, methods=["GET", "POST", "DELETE"])
     app.add_url_rule("/_sandbox/clients", view_func=sandbox_clients, methods=["GET"])

@@ -1,5 +1,4 @@
-"""A local stand-in for the Shopify Admin REST API's orders (the list with cursor paging, one order read and
-updated), with a token check and faults."""
+"""A local stand-in for the Shopify Admin REST API's order list, with cursor paging, a token check and faults."""
 
 # Follows Shopify's REST docs: GET orders.json filtered by updated_at_min and status, paged with a
 # `page_info` cursor in the Link header (no other filter allowed beside it), 401 {"errors": …} without
@@ -122,47 +121,6 @@ def list_orders() -> Response:
     return response
 
 
-def _stored(state: _State, order_id: int) -> dict[str, Any]:
-    with state.lock:
-        order = state.orders.get(order_id)
-    if order is None:
-        raise _Refusal(404, "Not Found")
-    return order
-
-
-def get_order(order_id: int) -> Response:
-    """GET orders/{id}.json, with only the `fields` asked for when it names any."""
-    order = _stored(_state(), order_id)
-    fields = [f.strip() for f in request.args.get("fields", "").split(",") if f.strip()]
-    return jsonify({"order": {k: v for k, v in order.items() if k in fields} if fields else order})
-
-
-# What PUT orders/{id}.json may change here: the fields a write-back sends, each replaced whole, as Shopify does.
-UPDATABLE = ("tags", "note_attributes", "note", "metafields")
-
-
-def update_order(order_id: int) -> Response:
-    state = _state()
-    body = request.get_json(silent=True)
-    changes = body.get("order") if isinstance(body, dict) else None
-    if not isinstance(changes, dict):
-        raise _Refusal(400, {"order": ["Required parameter missing or invalid"]})
-    unknown = set(changes) - {"id", *UPDATABLE}
-    if unknown:
-        raise _Refusal(400, {field: ["is not a field this fake updates"] for field in sorted(unknown)})
-    if not isinstance(changes.get("tags", ""), str) or not isinstance(changes.get("note_attributes", []), list):
-        raise _Refusal(422, {"order": ["tags is a comma-separated text, note_attributes a list"]})
-    _stored(state, order_id)
-    with state.lock:
-        order = state.orders[order_id]
-        for field in UPDATABLE:
-            if field in changes:
-                order[field] = changes[field]
-        order["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        answer = dict(order)
-    return jsonify({"order": answer})
-
-
 def fake_orders() -> tuple[Response, int]:
     """Insert or replace one order object; it is updated now unless it says when."""
     state = _state()
@@ -196,8 +154,6 @@ def create_app(access_token: str = DEFAULT_TOKEN) -> Flask:
     app.register_error_handler(_Refusal, _refusal_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.add_url_rule(f"{API}/orders.json", view_func=list_orders, methods=["GET"])
-    app.add_url_rule(f"{API}/orders/<int:order_id>.json", view_func=get_order, methods=["GET"])
-    app.add_url_rule(f"{API}/orders/<int:order_id>.json", view_func=update_order, methods=["PUT"])
     app.add_url_rule("/_fake/orders", view_func=fake_orders, methods=["POST"])
     serving.add_control_routes(app, _state, lambda message: _Refusal(400, message))
     return app

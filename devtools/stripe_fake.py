@@ -1,5 +1,4 @@
-"""A local stand-in for the Stripe API endpoints the connector reads and writes (metadata on payment intents and
-refunds, with Idempotency-Key), and Stripe's signed webhook deliveries."""
+"""A local stand-in for the Stripe API endpoints the connector reads, and Stripe's signed webhook deliveries."""
 
 # Follows Stripe's API reference: Bearer keys, list objects with `has_more` and `starting_after`,
 # `expand[]`, and errors as {"error": {"type", "code", "message"}}. Sessions (with their line items),
@@ -49,10 +48,6 @@ class _State:
         self.payment_intents: dict[str, dict[str, Any]] = {}  # payments that no Checkout Session made
         self.events: dict[str, dict[str, Any]] = {}  # in the order they were put in
         self.exchange_rates: dict[str, Decimal] = {}  # EUR per major unit of the currency
-        self.metadata: dict[str, dict[str, str]] = {}  # by payment intent id: what POSTs to it set
-        # Idempotency-Key → (method and path, form, status, answer): a request sent again is answered, not redone.
-        self.idempotent: dict[str, tuple[str, dict[str, str], int, Any]] = {}
-        self.writes: list[dict[str, Any]] = []  # every write done (not the replays), oldest first
         self.faults = FaultRules()
         self.calls: list[dict[str, Any]] = []
         self.counter = 0
@@ -65,9 +60,6 @@ class _State:
             self.payment_intents.clear()
             self.events.clear()
             self.exchange_rates.clear()
-            self.metadata.clear()
-            self.idempotent.clear()
-            self.writes.clear()
             self.faults.replace([])
             self.calls.clear()
             self.counter = 0
@@ -287,90 +279,7 @@ def get_payment_intent(payment_intent_id: str) -> Response:
         intent["latest_charge"] = charge if with_balance or "latest_charge" in expanded else charge["id"]
     else:
         intent["latest_charge"] = None
-    with state.lock:
-        intent["metadata"] = {**(intent.get("metadata") or {}), **state.metadata.get(payment_intent_id, {})}
     return jsonify(intent)
-
-
-def _form_metadata() -> dict[str, str]:
-    """The `metadata[key]=value` pairs of a form-encoded POST (an empty value unsets the key, as in Stripe)."""
-    metadata = {}
-    for name, value in request.form.items():
-        if not (name.startswith("metadata[") and name.endswith("]")):
-            raise _Refusal(400, "invalid_request_error", f"Received unknown parameter: {name}",
-                           "parameter_unknown", name)
-        key = name[len("metadata["):-1]
-        if not key or len(key) > 40 or len(value) > 500:
-            raise _Refusal(400, "invalid_request_error", "Metadata keys are up to 40 characters, values up to 500",
-                           "parameter_invalid_string_too_long", name)
-        metadata[key] = value
-    return metadata
-
-
-def _idempotent(apply) -> Response:
-    """Run `apply(metadata)` once per Idempotency-Key: the same key with the same form gets the first answer back
-    (with Idempotent-Replayed: true), with another form a 400 idempotency_error, as Stripe does."""
-    state = _state()
-    metadata = _form_metadata()
-    key = request.headers.get("Idempotency-Key")
-    where = f"{request.method} {request.path}"
-    form = request.form.to_dict()
-    if key:
-        with state.lock:
-            seen = state.idempotent.get(key)
-        if seen is not None:
-            if seen[0] != where or seen[1] != form:
-                raise _Refusal(400, "idempotency_error", "Keys for idempotent requests can only be used with the "
-                               "same parameters they were first used with.")
-            response = jsonify(seen[3])
-            response.status_code = seen[2]
-            response.headers["Idempotent-Replayed"] = "true"
-            return response
-    answer = apply(metadata)
-    with state.lock:
-        state.writes.append({"path": request.path, "metadata": metadata, "idempotency_key": key})
-        if key:
-            state.idempotent[key] = (where, form, 200, answer)
-    return jsonify(answer)
-
-
-def update_payment_intent(payment_intent_id: str) -> Response:
-    """POST payment_intents/{id} with `metadata[…]`: the keys sent are set (emptied ones removed), others kept."""
-    state = _state()
-
-    def apply(metadata: dict[str, str]) -> dict[str, Any]:
-        intent, _ = _intent_and_billing(state, payment_intent_id)
-        with state.lock:
-            kept = {**(intent.get("metadata") or {}), **state.metadata.get(payment_intent_id, {}), **metadata}
-            state.metadata[payment_intent_id] = {k: v for k, v in kept.items() if v != ""}
-            intent["metadata"] = dict(state.metadata[payment_intent_id])
-        return intent
-
-    return _idempotent(apply)
-
-
-def update_refund(refund_id: str) -> Response:
-    """POST refunds/{id} with `metadata[…]`, as for a payment intent."""
-    state = _state()
-
-    def apply(metadata: dict[str, str]) -> dict[str, Any]:
-        with state.lock:
-            refund = state.refunds.get(refund_id)
-            if refund is None:
-                raise _Refusal(404, "invalid_request_error", f"No such refund: '{refund_id}'", "resource_missing",
-                               "id")
-            kept = {**(refund.get("metadata") or {}), **metadata}
-            refund["metadata"] = {k: v for k, v in kept.items() if v != ""}
-            return dict(refund)
-
-    return _idempotent(apply)
-
-
-def fake_writes() -> Response:
-    """GET /_fake/writes: every metadata write done, oldest first (a replayed request is not one)."""
-    state = _state()
-    with state.lock:
-        return jsonify(list(state.writes))
 
 
 def _epoch(name: str) -> int | None:
@@ -587,11 +496,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Flask:
     app.add_url_rule(f"{API}/checkout/sessions/<session_id>/line_items", view_func=list_line_items,
                      methods=["GET"])
     app.add_url_rule(f"{API}/payment_intents/<payment_intent_id>", view_func=get_payment_intent, methods=["GET"])
-    app.add_url_rule(f"{API}/payment_intents/<payment_intent_id>", view_func=update_payment_intent,
-                     methods=["POST"])
     app.add_url_rule(f"{API}/refunds", view_func=list_refunds, methods=["GET"])
-    app.add_url_rule(f"{API}/refunds/<refund_id>", view_func=update_refund, methods=["POST"])
-    app.add_url_rule("/_fake/writes", view_func=fake_writes, methods=["GET"])
     app.add_url_rule(f"{API}/events", view_func=list_events, methods=["GET"])
     app.add_url_rule("/_fake/sessions", view_func=fake_sessions, methods=["POST"])
     app.add_url_rule("/_fake/refunds", view_func=fake_refunds, methods=["POST"])
@@ -635,10 +540,6 @@ class Control(serving.ControlClient):
     """A running fake's control endpoints (sessions, refunds, payment intents, events and exchange rates in,
     faults, the calls it answered, reset). Each call raises on an HTTP error."""
 
-    def __init__(self, url: str, api_key: str = DEFAULT_KEY):
-        super().__init__(url)
-        self.api_key = api_key
-
     def add_session(
         self, session: dict[str, Any], line_items: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
@@ -658,19 +559,6 @@ class Control(serving.ControlClient):
     def add_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Store an event for the events list to give, as Stripe keeps the events it sent (or failed to)."""
         return self._post("/_fake/events", event)
-
-    def writes(self) -> list[dict[str, Any]]:
-        """Every metadata write the fake did (path, metadata, idempotency_key), oldest first; replays are not."""
-        answer = requests.get(f"{self.url}/_fake/writes", timeout=5)
-        answer.raise_for_status()
-        return answer.json()
-
-    def payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
-        """The payment intent as GET /v1/payment_intents/{id} gives it (its metadata included)."""
-        answer = requests.get(f"{self.url}{API}/payment_intents/{payment_intent_id}",
-                              headers={"Authorization": f"Bearer {self.api_key}"}, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
 
     def set_exchange_rates(self, rates: dict[str, float]) -> dict[str, float]:
         """Set what a major unit of each currency is worth in EUR, e.g. {"jpy": 0.0062}."""

@@ -1,5 +1,4 @@
-"""A local stand-in for the WooCommerce REST API v3 endpoints the connector reads and writes (order notes, order
-meta), and its webhook deliveries."""
+"""A local stand-in for the WooCommerce REST API v3 endpoints the connector reads, and its webhook deliveries."""
 
 # Follows WooCommerce's REST docs and its source (WC_REST_Orders_Controller, WC_Webhook::deliver()):
 # the same filters, paging headers, error bodies and webhook headers. Orders live in memory (or in a
@@ -47,7 +46,6 @@ class _State:
         self.lock = threading.Lock()
         self.orders: dict[int, dict[str, Any]] = {}
         self.refunds: dict[int, dict[int, dict[str, Any]]] = {}
-        self.notes: dict[int, list[dict[str, Any]]] = {}  # by order, oldest first
         self.faults = FaultRules()
         self.calls: list[dict[str, Any]] = []
         self.next_id = 1000
@@ -58,7 +56,6 @@ class _State:
         with self.lock:
             self.orders.clear()
             self.refunds.clear()
-            self.notes.clear()
             self.faults.replace([])
             self.calls.clear()
             self.next_id = 1000
@@ -76,7 +73,6 @@ class _State:
             "next_id": self.next_id,
             "orders": list(self.orders.values()),
             "refunds": {str(order_id): list(refunds.values()) for order_id, refunds in self.refunds.items()},
-            "notes": {str(order_id): notes for order_id, notes in self.notes.items()},
         }
         serving.write_json_atomically(self.path, kept)
 
@@ -87,7 +83,6 @@ class _State:
             self.refunds = {
                 int(order_id): {int(r["id"]): r for r in refunds} for order_id, refunds in kept["refunds"].items()
             }
-            self.notes = {int(order_id): list(notes) for order_id, notes in kept.get("notes", {}).items()}
             self.next_id = int(kept["next_id"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(
@@ -209,57 +204,6 @@ def get_refund(order_id: int, refund_id: int) -> Response:
     return jsonify(refund)
 
 
-def list_notes(order_id: int) -> Response:
-    """GET orders/{id}/notes: newest first, as WooCommerce lists them."""
-    state = _state()
-    _order(state, order_id)
-    with state.lock:
-        notes = list(reversed(state.notes.get(order_id, [])))
-    return jsonify(notes)
-
-
-def add_note(order_id: int) -> tuple[Response, int]:
-    """POST orders/{id}/notes {"note", "customer_note"}: one more note each time, as WooCommerce does."""
-    state = _state()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("note"), str) or not body["note"]:
-        raise _Refusal(400, "rest_missing_callback_param", "Missing parameter(s): note")
-    _order(state, order_id)
-    with state.lock:
-        note = {"id": state.new_id(), "author": "WooCommerce", "date_created": now_gmt(),
-                "date_created_gmt": now_gmt(), "note": body["note"],
-                "customer_note": bool(body.get("customer_note", False))}
-        state.notes.setdefault(order_id, []).append(note)
-        state.save()
-    return jsonify(note), 201
-
-
-def update_order(order_id: int) -> Response:
-    """PUT orders/{id}: here only `meta_data`, each entry by `id` or else by `key` (replaced, or added)."""
-    state = _state()
-    body = request.get_json(silent=True)
-    meta = body.get("meta_data") if isinstance(body, dict) else None
-    if not isinstance(meta, list) or not all(isinstance(m, dict) and isinstance(m.get("key"), str) for m in meta):
-        raise _Refusal(400, "rest_invalid_param", "Invalid parameter(s): meta_data")
-    _order(state, order_id)
-    with state.lock:
-        order = state.orders[order_id]
-        kept = [dict(m) for m in order.get("meta_data") or []]
-        for entry in meta:
-            same = next((m for m in kept if ("id" in entry and m.get("id") == entry["id"])
-                         or ("id" not in entry and m.get("key") == entry["key"])), None)
-            if same is not None:
-                same["value"] = entry.get("value")
-            else:
-                kept.append({"id": state.new_id(), "key": entry["key"], "value": entry.get("value")})
-        order["meta_data"] = kept
-        order["date_modified_gmt"] = _later_than(order.get("date_modified_gmt"))
-        order["date_modified"] = order["date_modified_gmt"]
-        state.save()
-        answer = dict(order)
-    return jsonify(answer)
-
-
 def _order(state: _State, order_id: int) -> dict[str, Any]:
     with state.lock:
         order = state.orders.get(order_id)
@@ -374,10 +318,7 @@ def create_app(
     app.register_error_handler(HTTPException, _http_error_response)
     app.add_url_rule(f"{API}/orders", view_func=list_orders, methods=["GET"])
     app.add_url_rule(f"{API}/orders/<int:order_id>", view_func=get_order, methods=["GET"])
-    app.add_url_rule(f"{API}/orders/<int:order_id>", view_func=update_order, methods=["PUT"])
     app.add_url_rule(f"{API}/orders/<int:order_id>/refunds", view_func=list_refunds, methods=["GET"])
-    app.add_url_rule(f"{API}/orders/<int:order_id>/notes", view_func=list_notes, methods=["GET"])
-    app.add_url_rule(f"{API}/orders/<int:order_id>/notes", view_func=add_note, methods=["POST"])
     app.add_url_rule(
         f"{API}/orders/<int:order_id>/refunds/<int:refund_id>", view_func=get_refund, methods=["GET"]
     )
@@ -456,12 +397,6 @@ class Control(serving.ControlClient):
 
     def add_refund(self, order_id: int, refund: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"/_fake/orders/{order_id}/refunds", refund)
-
-    def notes(self, order_id: int) -> list[dict[str, Any]]:
-        """The order's notes as the REST API lists them (newest first)."""
-        answer = requests.get(f"{self.url}{API}/orders/{order_id}/notes", auth=self._auth, timeout=5)
-        answer.raise_for_status()
-        return answer.json()
 
     def order(self, order_id: int) -> dict[str, Any]:
         """The order as the REST API returns it now (its refunds[] included)."""

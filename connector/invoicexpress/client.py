@@ -160,18 +160,6 @@ class Client:
             "PUT", _document_path(doc_type, document_id, "/email-document.json"), body=body, allow_empty=True
         )
 
-    def get_pdf(self, document_id: int) -> str | None:
-        """GET /api/pdf/{id}.json: the PDF's address once IX has made it, None while it answers 202 (ask again).
-
-        Only for a final document; a draft is refused (422)."""
-        if isinstance(document_id, bool) or not isinstance(document_id, int) or document_id <= 0:
-            raise ValueError("a document id is a positive integer")
-        payload = self._request("GET", f"/api/pdf/{document_id}.json", params=[("second_copy", "false")],
-                                allow_empty=True)
-        output = payload.get("output") if isinstance(payload, dict) else None
-        url = output.get("pdfUrl") if isinstance(output, dict) else None
-        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
-
     def find_documents(
         self, *, reference: str, types: list[str], statuses: list[str] | None = None
     ) -> list[dict]:

@@ -1,5 +1,4 @@
-"""What the platforms' REST clients share: GET, POST and PUT with a timeout, a log line, a capped body, and two
-errors."""
+"""What the platforms' REST clients share: one GET with a timeout, a log line, a capped body, and two errors."""
 
 from __future__ import annotations
 
@@ -23,10 +22,10 @@ OBSERVERS: list[Callable[[str, float, int | None], None]] = []
 
 
 class RestClient:
-    """Requests under `base_url` (reads with `get`, writes with `send`), raising PlatformUnavailable when trying
-    again later may succeed (timeouts, connection errors, 5xx, 408, 429) and PlatformRefused when it will not
-    (other 4xx, an answer that is not JSON). Log lines and errors name the platform, the method, the path and
-    the status only; `secrets` are scrubbed from any text the server or the transport hands back."""
+    """GET requests under `base_url`, raising PlatformUnavailable when trying again later may succeed
+    (timeouts, connection errors, 5xx, 408, 429) and PlatformRefused when it will not (other 4xx, an
+    answer that is not JSON). Log lines and errors name the platform, the path and the status only;
+    `secrets` are scrubbed from any text the server or the transport hands back."""
 
     def __init__(
         self,
@@ -52,52 +51,18 @@ class RestClient:
         self, path: str, params: Mapping[str, str] | None = None, url: str | None = None
     ) -> tuple[object, Mapping[str, str]]:
         """GET `base_url + path` (or `url`, a next page's address under base_url); its JSON and headers."""
-        return self._send("GET", path, params=params, url=url)
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: object = None,
-        form: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[object, Mapping[str, str]]:
-        """POST or PUT `json_body` (or a form, as Stripe takes it) to `base_url + path`; its JSON and headers.
-
-        A 409 is retryable here too: Stripe answers it while another request with the same Idempotency-Key is
-        still running."""
-        if method not in ("POST", "PUT"):
-            raise ValueError("send is for POST and PUT; get reads")
-        return self._send(method, path, json_body=json_body, form=form, headers=headers)
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        url: str | None = None,
-        json_body: object = None,
-        form: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[object, Mapping[str, str]]:
         started = time.monotonic()
         outcome = "error"
         error: Exception | None = None
         try:
-            if method == "GET":
-                response = self._session.get(
-                    url or self.base_url + path, params=params, auth=self._auth, headers=self._headers,
-                    timeout=self._timeout, stream=True,
-                )
-            else:
-                response = self._session.request(
-                    method, self.base_url + path, json=json_body, data=form, auth=self._auth,
-                    headers={**self._headers, **(headers or {})}, timeout=self._timeout, stream=True,
-                    # A redirect would turn the write into a GET, and could carry the credentials elsewhere.
-                    allow_redirects=False,
-                )
+            response = self._session.get(
+                url or self.base_url + path,
+                params=params,
+                auth=self._auth,
+                headers=self._headers,
+                timeout=self._timeout,
+                stream=True,
+            )
             with response:
                 outcome = str(response.status_code)
                 raw, complete = read_capped(response, MAX_RESPONSE_BYTES)
@@ -105,17 +70,17 @@ class RestClient:
             outcome = type(exc).__name__
             # Built here and raised outside the except block, so that the requests exception (whose
             # text holds the URL) is neither the cause nor the context of ours.
-            error = self._transport_error(method, path, exc)
+            error = self._transport_error(path, exc)
         finally:
             elapsed_ms = (time.monotonic() - started) * 1000
-            logger.info("%s %s %s -> %s in %.0f ms", self.platform, method, path, outcome, elapsed_ms)
+            logger.info("%s GET %s -> %s in %.0f ms", self.platform, path, outcome, elapsed_ms)
             for observe in OBSERVERS:
                 observe(self.platform, elapsed_ms / 1000, int(outcome) if outcome.isdigit() else None)
         if error is not None:
             raise error
 
         status = response.status_code
-        where = f"{self.platform} {method} {path}"
+        where = f"{self.platform} GET {path}"
         if 200 <= status < 300:
             if not complete:
                 raise PlatformRefused(f"{where}: answer larger than {MAX_RESPONSE_BYTES} bytes")
@@ -126,15 +91,15 @@ class RestClient:
 
         detail = self.redact(_error_detail(raw))[:_MAX_DETAIL_CHARS] if complete else ""
         message = f"{where}: HTTP {status}" + (f" {detail}" if detail else "")
-        if status >= 500 or status in (408, 429) or (status == 409 and method != "GET"):
+        if status >= 500 or status in (408, 429):
             raise PlatformUnavailable(message)
         raise PlatformRefused(message)
 
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
-    def _transport_error(self, method: str, path: str, exc: requests.RequestException) -> Exception:
-        where = f"{self.platform} {method} {path}"
+    def _transport_error(self, path: str, exc: requests.RequestException) -> Exception:
+        where = f"{self.platform} GET {path}"
         if isinstance(exc, requests.ConnectTimeout):
             return PlatformUnavailable(f"{where}: timed out connecting")
         if isinstance(exc, requests.Timeout):

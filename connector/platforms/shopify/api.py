@@ -1,5 +1,4 @@
-"""Shopify's Admin REST API (orders updated since a time; one order read and updated): a typed client with two
-errors."""
+"""Shopify's Admin REST API, read only (orders updated since a time): a typed client with two errors."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
 class ShopifyAPI:
-    """Requests to `https://{shop}/admin/api/{version}/` (or `base_url`) with an Admin API access token.
+    """GET requests to `https://{shop}/admin/api/{version}/` (or `base_url`) with an Admin API access token.
 
     Raises PlatformUnavailable when trying again later may succeed (timeouts, connection errors, 5xx,
     429) and PlatformRefused when it will not (other 4xx, an answer that is not what the API describes).
@@ -65,33 +64,6 @@ class ShopifyAPI:
                 # The token goes only to the shop's own API.
                 raise PlatformRefused("Shopify GET orders.json: the next page is on another site")
             params = None  # the next address carries page_info and the limit; Shopify refuses other filters
-
-
-    def get_order(self, order_id: int | str, fields: str = "id,tags,note_attributes") -> dict:
-        """GET orders/{id}.json with only `fields`: what a write-back merges into before it writes."""
-        path = f"orders/{_order_id(order_id)}.json"
-        payload, _ = self._rest.get(path, {"fields": fields})
-        order = payload.get("order") if isinstance(payload, dict) else None
-        if not isinstance(order, dict):
-            raise PlatformRefused(f"Shopify GET {path}: the answer is not the order the API describes")
-        return order
-
-    def update_order(self, order_id: int | str, changes: dict) -> dict:
-        """PUT orders/{id}.json with `changes` (e.g. `tags`, `note_attributes`: each replaces the order's whole
-        field, so the caller sends the merged value); the order as Shopify answers it."""
-        path = f"orders/{_order_id(order_id)}.json"
-        payload, _ = self._rest.send("PUT", path, json_body={"order": {"id": int(_order_id(order_id)), **changes}})
-        order = payload.get("order") if isinstance(payload, dict) else None
-        if not isinstance(order, dict):
-            raise PlatformRefused(f"Shopify PUT {path}: the answer is not the order the API describes")
-        return order
-
-
-def _order_id(value: int | str) -> str:
-    """A Shopify order id for a path: a positive integer, never anything that could change the path."""
-    if isinstance(value, bool) or not str(value).isdigit() or not int(value):
-        raise ValueError(f"not a Shopify order id: {value!r}")
-    return str(int(value))
 
 
 def _next_page(link: str | None) -> str | None:

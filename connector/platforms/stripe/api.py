@@ -1,5 +1,4 @@
-"""Stripe's REST API (Checkout Sessions, line items, refunds, payments, events read; metadata written): a typed
-client."""
+"""Stripe's REST API, read only (Checkout Sessions, line items, refunds, payments, events): a typed client."""
 
 from __future__ import annotations
 
@@ -24,9 +23,6 @@ ID_BODY = re.compile(r"[A-Za-z0-9_]{1,250}")
 SESSION_PREFIXES = ("cs_",)
 CHARGE_PREFIXES = ("ch_", "py_")  # `py_` charges come from some payment methods (SEPA, Bancontact, …)
 PAYMENT_INTENT_PREFIXES = ("pi_",)
-REFUND_PREFIXES = ("re_", "pyr_")
-METADATA_KEY_CHARS = 40  # Stripe's limits on a metadata key and value
-METADATA_VALUE_CHARS = 500
 MAX_EVENT_TYPES = 20  # the most `types[]` Stripe takes in one events list
 # An event type is dotted lower-case words (`checkout.session.completed`); Stripe's `type` filter also takes `*`,
 # `types[]` does not.
@@ -34,7 +30,7 @@ _EVENT_TYPE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 
 
 class StripeAPI:
-    """Requests to Stripe's `/v1/` API with a secret or restricted key as a Bearer token.
+    """GET requests to Stripe's `/v1/` API with a secret or restricted key as a Bearer token.
 
     Raises PlatformUnavailable when trying again later may succeed (timeouts, connection errors, 5xx,
     429) and PlatformRefused when it will not (other 4xx, an answer that is not what the API describes).
@@ -116,29 +112,6 @@ class StripeAPI:
             {"payment_intent": stripe_id(payment_intent_id, PAYMENT_INTENT_PREFIXES), "limit": "1"},
         )[0]
         return found[0] if found else None
-
-    def set_payment_intent_metadata(self, payment_intent_id: str, metadata: Mapping[str, str],
-                                    idempotency_key: str) -> dict:
-        """POST payment_intents/{id} with `metadata[key]=value` (other keys are kept); sent with an
-        Idempotency-Key, so a retry of a request whose answer was lost is answered, not done again."""
-        path = f"payment_intents/{stripe_id(payment_intent_id, PAYMENT_INTENT_PREFIXES)}"
-        return self._set_metadata(path, "payment_intent", metadata, idempotency_key)
-
-    def set_refund_metadata(self, refund_id: str, metadata: Mapping[str, str], idempotency_key: str) -> dict:
-        """POST refunds/{id} with `metadata[key]=value` (other keys are kept), with an Idempotency-Key."""
-        return self._set_metadata(f"refunds/{stripe_id(refund_id, REFUND_PREFIXES)}", "refund", metadata,
-                                  idempotency_key)
-
-    def _set_metadata(self, path: str, kind: str, metadata: Mapping[str, str], idempotency_key: str) -> dict:
-        for key, value in metadata.items():
-            if not key or len(key) > METADATA_KEY_CHARS or len(value) > METADATA_VALUE_CHARS:
-                raise ValueError(f"Stripe metadata takes keys up to {METADATA_KEY_CHARS} characters and values up "
-                                 f"to {METADATA_VALUE_CHARS}")
-        form = {f"metadata[{key}]": value for key, value in metadata.items()}
-        payload, _ = self._rest.send("POST", path, form=form, headers={"Idempotency-Key": idempotency_key})
-        if not _is_object(payload, kind):
-            raise PlatformRefused(f"Stripe POST {path}: the answer is not the {kind} the API describes")
-        return payload
 
     def _object(self, path: str, kind: str, params: Mapping[str, str] | None = None) -> dict:
         payload, _ = self._rest.get(path, params)

@@ -1,5 +1,4 @@
-"""WooCommerce's REST API v3 (orders and their refunds read; an order's notes and meta written): a typed client
-with timeouts and two errors."""
+"""WooCommerce's REST API v3, read only (orders and their refunds): a typed client with timeouts and two errors."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ _ONE_SECOND = timedelta(seconds=1)
 
 
 class WooCommerceAPI:
-    """Requests to `{url}/wp-json/wc/v3/`, authenticated with a REST key's consumer key and secret.
+    """GET requests to `{url}/wp-json/wc/v3/`, authenticated with a REST key's consumer key and secret.
 
     Raises PlatformUnavailable when trying again later may succeed (timeouts, connection errors, 5xx,
     429) and PlatformRefused when it will not (other 4xx, an answer that is not what the API describes).
@@ -51,30 +50,6 @@ class WooCommerceAPI:
     def get_refund(self, order_id: int | str, refund_id: int | str) -> dict:
         """GET orders/{id}/refunds/{refund_id}: the refund with its lines, shipping and fees."""
         return self._object(f"orders/{_id(order_id)}/refunds/{_id(refund_id)}")
-
-    def order_notes(self, order_id: int | str) -> list[dict]:
-        """GET orders/{id}/notes: the order's notes (each with `id` and `note`), newest first."""
-        notes, _ = self._list(f"orders/{_id(order_id)}/notes", {})
-        return notes
-
-    def add_order_note(self, order_id: int | str, note: str) -> dict:
-        """POST orders/{id}/notes: a private note (not e-mailed to the customer). Not idempotent: each call
-        is one more note."""
-        path = f"orders/{_id(order_id)}/notes"
-        payload, _ = self._rest.send("POST", path, json_body={"note": note, "customer_note": False})
-        if not isinstance(payload, dict) or "id" not in payload:
-            raise PlatformRefused(f"WooCommerce POST {path}: the answer is not the note the API describes")
-        return payload
-
-    def update_order_meta(self, order_id: int | str, meta: Mapping[str, str]) -> dict:
-        """PUT orders/{id} with `meta_data` by key: WooCommerce replaces the value of a key the order has and
-        adds the others, so the same call twice leaves the same order."""
-        path = f"orders/{_id(order_id)}"
-        body = {"meta_data": [{"key": key, "value": value} for key, value in meta.items()]}
-        payload, _ = self._rest.send("PUT", path, json_body=body)
-        if not isinstance(payload, dict) or "id" not in payload:
-            raise PlatformRefused(f"WooCommerce PUT {path}: the answer is not the order the API describes")
-        return payload
 
     def orders_modified_after(self, since: datetime, until: datetime | None = None) -> Iterator[dict]:
         """Every order (whatever its status) modified after `since` (and before `until`), oldest first.

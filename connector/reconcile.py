@@ -21,7 +21,7 @@ from connector.models import Document, Store, Watermark, as_utc, utcnow
 from connector.plans import sale_key
 from connector.platforms import PLATFORMS
 from connector.platforms.common import PlatformRefused, PlatformUnavailable
-from connector.stores import UnreadableSecrets, resolve
+from connector.stores import StoreConfig, UnreadableSecrets, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,23 @@ def pollable_stores() -> list[Pollable]:
             except UnreadableSecrets as error:
                 logger.error("reconcile skips a store: %s", error)
                 continue
-            if not config.own_api and configured not in (None, store.domain):
-                # The environment's credentials are one shop's: polling them for another row of it (a second
-                # URL of the site, a named Stripe store) would take the same orders in twice.
-                continue
-            client = module.api(config.api, store.domain)
+            client = polling_client(store, config)
             if client is not None:
                 found.append(Pollable(store, module, client))
     return found
+
+
+def polling_client(store: Store, config: StoreConfig) -> Any:
+    """The client the store's platform API is read with for its orders, or None (no credentials it may use)."""
+    module = poller(store.platform)
+    if module is None:
+        return None
+    configured = module.configured_store(current_app.config)
+    if not config.own_api and configured not in (None, store.domain):
+        # The environment's credentials are one shop's: polling them for another row of it (a second URL of
+        # the site, a named Stripe store) would take the same orders in twice.
+        return None
+    return module.api(config.api, store.domain)
 
 
 def _store_named(platform: str, reference: str) -> Store:

@@ -29,6 +29,7 @@ from connector.extensions import db
 from connector.invoicexpress.client import InvoiceXpressError
 from connector.models import Document, Store, Watermark, WebhookEvent
 from connector.platforms.common import PlatformRefused, PlatformUnavailable
+from connector.reconcile import polling_client
 from connector.stores import STORE_NAME, StoreConfig, UnreadableSecrets
 
 SETTING_NAMES = sorted(set(ISSUING) | CONNECTION_SETTINGS | set(WEBHOOK_SECRET_SETTINGS.values()))
@@ -157,7 +158,7 @@ def _shown_store(store: Store, full: bool = False) -> dict[str, Any]:
     own_ix = any(values.get(name) for name in CONNECTION_GROUPS["invoicexpress"])
     shown["invoicexpress"] = _source(own_ix, config.invoicexpress is not None)
     shown["invoicexpress_base_url"] = config.invoicexpress.base_url if config.invoicexpress else None
-    shown["api"] = _source(config.own_api, _api_client(store, config) is not None)
+    shown["api"] = _source(config.own_api, polling_client(store, config) is not None)
     if full:
         own = dict(store.settings or {})
         shown["issuing"] = {
@@ -335,7 +336,7 @@ def _check_series(client, config: StoreConfig) -> tuple[bool, str]:
 def _check_platform(store: Store, config: StoreConfig) -> tuple[bool, str]:
     title = TITLES.get(store.platform, store.platform)
     own = config.own_api
-    client = _api_client(store, config)
+    client = polling_client(store, config)
     names = {"woocommerce": "woocommerce_consumer_key and woocommerce_consumer_secret",
              "stripe": "stripe_api_key", "shopify": "shopify_access_token"}.get(store.platform, "its API key")
     shown_names = names if own else names.upper().replace(" AND ", " and ")
@@ -372,20 +373,6 @@ def _check_platform(store: Store, config: StoreConfig) -> tuple[bool, str]:
     except PlatformUnavailable as error:
         return False, f"{title}: API not reached: {error}"
     return True, f"{title}: API reached with {'the store' if own else 'the environment'}'s credentials, {read}"
-
-
-def _api_client(store: Store, config: StoreConfig):
-    """The client of the store's platform API (None: it has no credentials of its own or the environment's)."""
-    from connector.reconcile import poller
-
-    module = poller(store.platform)
-    if module is None:
-        return None
-    configured = module.configured_store(current_app.config)
-    if not config.own_api and configured not in (None, store.domain):
-        # The environment's credentials are another store's (as reconciliation sees them).
-        return None
-    return module.api(config.api, store.domain)
 
 
 # --- names ------------------------------------------------------------------------------------------------

@@ -332,9 +332,10 @@ def known_secrets(store: Store | None) -> set[str]:
     values += [smtp.password and unquote(smtp.password)]
     if store is not None:
         try:
-            values += list(own_secrets(store).values())
+            own = own_secrets(store)
         except UnreadableSecrets:
-            pass  # then the store's secrets were never readable, so no answer can have quoted them
+            own = {}  # then the store's secrets were never readable, so no answer can have quoted them
+        values += list(own.values())
     # Short values would blank out ordinary words; no real credential is that short.
     return {value for value in values if isinstance(value, str) and len(value) >= 8}
 

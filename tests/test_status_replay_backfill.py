@@ -13,22 +13,13 @@ from connector import create_app
 from connector.extensions import db
 from connector.models import Document, DocumentState, EventStatus, Store, WebhookEvent, utcnow
 from connector.platforms.woocommerce import poll as woocommerce_poll
-from devtools import woocommerce_fake
+from tests import test_reconcile
 from tests.conftest import STORE, drain, fixture_body, settings, tables_of
-from tests.test_reconcile import CONSUMER_KEY, CONSUMER_SECRET, WEBHOOK_SECRET, Fake, order, recent, store_ref
+from tests.test_reconcile import CONSUMER_KEY, CONSUMER_SECRET, WEBHOOK_SECRET, order, recent, store_ref
 
-
-@pytest.fixture(scope="module")
-def fake_url():
-    with woocommerce_fake.running(CONSUMER_KEY, CONSUMER_SECRET) as url:
-        yield url
-
-
-@pytest.fixture
-def fake(fake_url):
-    shop = Fake(fake_url, CONSUMER_KEY, CONSUMER_SECRET)
-    shop.reset()
-    return shop
+# The WooCommerce fake, served as reconciliation's own tests serve it (their fixtures, not copies).
+fake_url = test_reconcile.fake_url
+fake = test_reconcile.fake
 
 
 @pytest.fixture
